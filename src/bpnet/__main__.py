@@ -1,0 +1,3 @@
+from bpnet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The `bpnet` command line. It only parses arguments and calls one library function per command.
+
+Errors a user can cause (:class:`bpnet.errors.BpnetError`) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bpnet import __version__
+from bpnet.errors import BpnetError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_spec_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "-e",
+        "--experiment_spec",
+        "--spec",
+        dest="spec",
+        required=required,
+        type=Path,
+        help="experiment spec YAML (see specs/); omitted keys keep their documented defaults",
+    )
+    parser.add_argument(
+        "-o",
+        "--override",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.SUB=VALUE",
+        help="override one spec field, e.g. -o dataloader.batch_size=4 (repeatable; the value "
+        "is parsed as YAML)",
+    )
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-d",
+        "--dataset",
+        dest="root",
+        required=True,
+        type=Path,
+        help="dataset root in the COCO layout: ROOT/annotations/person_keypoints_<split>.json "
+        "and ROOT/<split>/ images",
+    )
+    parser.add_argument("--split", required=True, help="split name, e.g. val2017 or train")
+
+
+def _cmd_dataset_synth(args: argparse.Namespace) -> int:
+    from bpnet.data.synth import generate_dataset
+
+    summary = generate_dataset(args.out, args.train, args.val, seed=args.seed, force=args.force)
+    print(f"wrote synthetic COCO-format dataset to {args.out}")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_dataset_stats(args: argparse.Namespace) -> int:
+    from bpnet.data.stats import dataset_stats, format_stats
+
+    stats = dataset_stats(args.root, args.split, check_images=not args.skip_image_check)
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def _cmd_dataset_show(args: argparse.Namespace) -> int:
+    from bpnet.data.preview import write_previews
+    from bpnet.pose import load_pose_config
+
+    paths = write_previews(
+        args.root, args.split, args.out, args.num, seed=args.seed,
+        pose=load_pose_config(args.pose_config),
+    )  # fmt: skip
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _cmd_spec_show(args: argparse.Namespace) -> int:
+    from bpnet.config import dump_spec, load_experiment_spec, resolve_pose_config
+
+    spec = load_experiment_spec(args.spec, args.overrides)
+    resolve_pose_config(spec.dataloader, args.spec)  # the skeleton file must load too
+    print(dump_spec(spec), end="")
+    return 0
+
+
+def _cmd_bench_data(args: argparse.Namespace) -> int:
+    from bpnet.bench.data import bench_dataloader
+    from bpnet.config import load_experiment_spec
+
+    spec = load_experiment_spec(args.spec, args.overrides)
+    result = bench_dataloader(
+        spec, args.root, args.split, samples=args.samples, workers=args.workers,
+        train=not args.eval,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bpnet",
+        description="Bottom-up multi-person pose estimation (heatmaps + PAFs): the BodyPoseNet "
+        "workflow on CPU or GPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"bpnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # dataset ---------------------------------------------------------------------------------
+    dataset = commands.add_parser("dataset", help="make, check and look at datasets")
+    dataset_cmds = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+
+    synth = dataset_cmds.add_parser(
+        "synth",
+        help="write a synthetic dataset in the official COCO keypoint layout",
+        description="Write a synthetic dataset of articulated people in the official COCO "
+        "layout: OUT/annotations/person_keypoints_{train,val}.json and OUT/{train,val}/ images. "
+        "Every command accepts it like real COCO (splits 'train' and 'val').",
+    )
+    synth.add_argument("--out", required=True, type=Path, help="output folder (must be empty)")
+    synth.add_argument("--train", type=int, default=1000, help="train images (default 1000)")
+    synth.add_argument("--val", type=int, default=200, help="val images (default 200)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    synth.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    synth.set_defaults(func=_cmd_dataset_synth)
+
+    stats = dataset_cmds.add_parser(
+        "stats",
+        help="validate a COCO-layout split and print its statistics",
+        description="Validate a split (JSON structure, every annotation, every image file) and "
+        "print counts: images, people, keypoints per person, crowd regions, size classes.",
+    )
+    _add_dataset_args(stats)
+    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    stats.add_argument(
+        "--skip-image-check", action="store_true", help="do not check that image files exist"
+    )
+    stats.set_defaults(func=_cmd_dataset_stats)
+
+    show = dataset_cmds.add_parser(
+        "show",
+        help="draw ground-truth skeletons and loss masks of a few images",
+        description="Write NUM images of the split with their skeletons drawn and ignored "
+        "(masked) regions shaded, to check annotations by eye.",
+    )
+    _add_dataset_args(show)
+    show.add_argument("--out", required=True, type=Path, help="folder for the pictures")
+    show.add_argument("-n", "--num", type=int, default=8, help="number of images (default 8)")
+    show.add_argument("--seed", type=int, default=0, help="which images are picked")
+    show.add_argument(
+        "--pose-config", type=Path, default=None, help="skeleton YAML (default: 18 joints)"
+    )
+    show.set_defaults(func=_cmd_dataset_show)
+
+    # spec ------------------------------------------------------------------------------------
+    spec = commands.add_parser("spec", help="check and print experiment specs")
+    spec_cmds = spec.add_subparsers(dest="spec_command", metavar="ACTION", required=True)
+    spec_show = spec_cmds.add_parser(
+        "show",
+        help="print the resolved spec (every field, after -o overrides)",
+        description="Load a spec, apply overrides, check every field and print the result.",
+    )
+    _add_spec_args(spec_show)
+    spec_show.set_defaults(func=_cmd_spec_show)
+
+    # bench -----------------------------------------------------------------------------------
+    bench = commands.add_parser("bench", help="speed benchmarks (results go in BENCHMARKS.md)")
+    bench_cmds = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    bench_data = bench_cmds.add_parser(
+        "data",
+        help="data loading + augmentation throughput (samples/s per core)",
+        description="Measure how many training samples per second the data pipeline produces "
+        "(read, decode, augment, normalise) with one thread per process.",
+    )
+    _add_spec_args(bench_data)
+    _add_dataset_args(bench_data)
+    bench_data.add_argument("--samples", type=int, default=200, help="samples to time")
+    bench_data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    bench_data.add_argument("--eval", action="store_true", help="time the evaluation pipeline")
+    bench_data.set_defaults(func=_cmd_bench_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except BpnetError as err:
+        print(f"bpnet: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("bpnet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,289 @@
+"""Experiment spec: frozen, typed dataclasses with TAO BodyPoseNet's field names.
+
+A TAO user recognises the tree (``dataloader``, ``augmentation_config``,
+``label_processor_config``, ``model``, ``optimizer``, ``loss``, ...). Units are ours and stated
+on each field. Only :func:`bpnet.config.load_experiment_spec` reads YAML; everything else
+takes these objects or plain arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bpnet.config.loader import SpecValueError
+
+STRIDE = 8  # network output stride: every input side must be a multiple of it
+
+
+def _require(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise SpecValueError(field_name, message)
+
+
+def _check_side(value: int, field_name: str) -> None:
+    _require(value > 0, field_name, f"must be positive, got {value}")
+    _require(
+        value % STRIDE == 0,
+        field_name,
+        f"must be a multiple of {STRIDE} (the output stride), got {value}; "
+        f"try {max(STRIDE, round(value / STRIDE) * STRIDE)}",
+    )
+
+
+@dataclass(frozen=True)
+class ImageDims:
+    """Network input size in pixels (training crop)."""
+
+    height: int = 368
+    width: int = 368
+    channels: int = 3
+
+    def __post_init__(self):
+        _check_side(self.height, "height")
+        _check_side(self.width, "width")
+        _require(self.channels == 3, "channels", f"only 3 (RGB) is supported, got {self.channels}")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    image_dims: ImageDims = field(default_factory=ImageDims)
+    image_encoding: Literal["jpg", "png"] = "jpg"
+
+
+@dataclass(frozen=True)
+class PoseConfigRef:
+    """Which skeleton to use; None means the built-in 18-joint BodyPoseNet skeleton."""
+
+    pose_config_path: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the data is and which people anchor training crops (TAO's data filtering).
+
+    The dataset is a COCO-layout root: ``annotations/person_keypoints_<split>.json`` and
+    ``<split>/`` images. A person becomes a "main person" (the centre of one training crop)
+    when it passes every filter below; all labelled people still get targets.
+    """
+
+    root_data_path: str | None = None
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    min_acceptable_kpts: int = 5
+    min_acceptable_width: float = 32.0  # pixels of the person's box
+    min_acceptable_height: float = 32.0
+    # skip a main person whose centre is closer than this ratio of an earlier main person's
+    # larger box side (near-duplicate crops)
+    min_acceptable_interperson_dist_ratio: float = 0.3
+    max_people: int = 40  # people per sample kept for targets (padding size of a batch)
+    use_images_without_people: bool = False  # add each person-free image once, as a negative
+
+    def __post_init__(self):
+        _require(self.min_acceptable_kpts >= 0, "min_acceptable_kpts", "must be >= 0")
+        _require(self.min_acceptable_width >= 0, "min_acceptable_width", "must be >= 0")
+        _require(self.min_acceptable_height >= 0, "min_acceptable_height", "must be >= 0")
+        _require(
+            self.min_acceptable_interperson_dist_ratio >= 0,
+            "min_acceptable_interperson_dist_ratio",
+            "must be >= 0",
+        )
+        _require(self.max_people >= 1, "max_people", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class NormalizationParams:
+    """network_input = pixel_rgb / image_scale - image_offset (TAO's defaults)."""
+
+    image_scale: tuple[float, float, float] = (256.0, 256.0, 256.0)
+    image_offset: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self):
+        _require(all(s > 0 for s in self.image_scale), "image_scale", "must be positive")
+
+
+@dataclass(frozen=True)
+class SpatialAugParams:
+    """Person-centric spatial augmentation (one affine transform for image, joints, mask)."""
+
+    flip_lr_prob: float = 0.5
+    rotate_deg_max: float = 40.0  # uniform in [-max, max]
+    translate_max_x: float = 40.0  # pixels of the network input
+    translate_max_y: float = 40.0
+    target_person_scale: float = 0.6  # main person's height as a fraction of the crop height
+    zoom_prob: float = 1.0
+    zoom_ratio_min: float = 0.7  # extra random zoom on top of target_person_scale
+    zoom_ratio_max: float = 1.3
+
+    def __post_init__(self):
+        _require(0 <= self.flip_lr_prob <= 1, "flip_lr_prob", "must be in [0, 1]")
+        _require(0 <= self.zoom_prob <= 1, "zoom_prob", "must be in [0, 1]")
+        _require(0 <= self.rotate_deg_max <= 180, "rotate_deg_max", "must be in [0, 180]")
+        _require(self.translate_max_x >= 0, "translate_max_x", "must be >= 0")
+        _require(self.translate_max_y >= 0, "translate_max_y", "must be >= 0")
+        _require(0 < self.target_person_scale <= 2, "target_person_scale", "must be in (0, 2]")
+        _require(
+            0 < self.zoom_ratio_min <= self.zoom_ratio_max,
+            "zoom_ratio_min",
+            "must be positive and <= zoom_ratio_max",
+        )
+
+
+@dataclass(frozen=True)
+class ColorAugParams:
+    """Photometric jitter, applied with probability ``prob`` per sample."""
+
+    prob: float = 0.8
+    brightness: float = 0.25  # +-fraction of the intensity range
+    contrast: float = 0.25  # multiplicative, 1 +- this
+    saturation: float = 0.25
+    hue_deg: float = 8.0
+
+    def __post_init__(self):
+        _require(0 <= self.prob <= 1, "prob", "must be in [0, 1]")
+        for name in ("brightness", "contrast", "saturation"):
+            _require(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
+        _require(0 <= self.hue_deg <= 180, "hue_deg", "must be in [0, 180]")
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    spatial_augmentation_mode: Literal["person_centric", "none"] = "person_centric"
+    spatial_aug_params: SpatialAugParams = field(default_factory=SpatialAugParams)
+    color_aug_params: ColorAugParams = field(default_factory=ColorAugParams)
+
+
+@dataclass(frozen=True)
+class LabelProcessorConfig:
+    """Target encoding settings (used by the encoder)."""
+
+    heatmap_gaussian_sigma: float = 7.0  # pixels of the network input
+    paf_ortho_dist_thresh: float = 1.0  # PAF half-width, in output cells (x stride pixels)
+
+    def __post_init__(self):
+        _require(self.heatmap_gaussian_sigma > 0, "heatmap_gaussian_sigma", "must be positive")
+        _require(self.paf_ortho_dist_thresh > 0, "paf_ortho_dist_thresh", "must be positive")
+
+
+@dataclass(frozen=True)
+class DataloaderConfig:
+    batch_size: int = 10
+    num_workers: int = 0  # DataLoader worker processes; 0 loads in the main process
+    pose_config: PoseConfigRef = field(default_factory=PoseConfigRef)
+    image_config: ImageConfig = field(default_factory=ImageConfig)
+    dataset_config: DatasetConfig = field(default_factory=DatasetConfig)
+    normalization_params: NormalizationParams = field(default_factory=NormalizationParams)
+    augmentation_config: AugmentationConfig = field(default_factory=AugmentationConfig)
+    label_processor_config: LabelProcessorConfig = field(default_factory=LabelProcessorConfig)
+
+    def __post_init__(self):
+        _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.num_workers >= 0, "num_workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class BackboneAttributes:
+    architecture: Literal["vgg", "resnet", "openpose"] = "vgg"
+    mtype: str = "default"  # preset name within the architecture
+    use_bias: bool = False
+    width_multiplier: float = 1.0  # scales every backbone width (small CPU presets)
+
+    def __post_init__(self):
+        _require(self.width_multiplier > 0, "width_multiplier", "must be positive")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone_attributes: BackboneAttributes = field(default_factory=BackboneAttributes)
+    stages: int = 3  # 1 initial + (stages - 1) refinement stages
+    num_filters: int = 128  # stage width
+    stage_kernel_sizes: tuple[int, ...] = (7, 7, 7, 7, 7)  # conv kernels of refinement stages
+    use_self_attention: bool = False
+    data_format: Literal["channels_first", "channels_last"] = "channels_last"
+    use_bias: bool = True
+    regularization_type: Literal["l1", "l2", "l1_l2", "none"] = "l1"
+    kernel_regularization_factor: float = 5e-4
+    bias_regularization_factor: float = 0.0
+
+    def __post_init__(self):
+        _require(
+            2 <= self.stages <= 7, "stages", f"must be in 2..7 (TAO's range), got {self.stages}"
+        )
+        _require(self.num_filters >= 1, "num_filters", "must be >= 1")
+        _require(
+            all(k >= 1 and k % 2 == 1 for k in self.stage_kernel_sizes),
+            "stage_kernel_sizes",
+            "kernel sizes must be odd and positive",
+        )
+        _require(self.kernel_regularization_factor >= 0, "kernel_regularization_factor", ">= 0")
+        _require(self.bias_regularization_factor >= 0, "bias_regularization_factor", ">= 0")
+
+
+@dataclass(frozen=True)
+class LearningRateSchedule:
+    """TAO's soft-start annealing schedule (fractions of the total training steps)."""
+
+    schedule: Literal["soft_start_annealing", "exponential_decay", "constant"] = (
+        "soft_start_annealing"
+    )
+    base_learning_rate: float = 2e-5
+    min_learning_rate: float = 8e-8
+    soft_start: float = 0.05
+    annealing: float = 0.5
+    decay_rate: float = 0.1  # exponential_decay: factor per `decay_epochs`
+    decay_epochs: float = 30.0
+
+    def __post_init__(self):
+        _require(self.base_learning_rate > 0, "base_learning_rate", "must be positive")
+        _require(self.min_learning_rate >= 0, "min_learning_rate", "must be >= 0")
+        _require(0 <= self.soft_start <= 1, "soft_start", "must be in [0, 1]")
+        _require(0 <= self.annealing <= 1, "annealing", "must be in [0, 1]")
+        _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
+        _require(self.decay_epochs > 0, "decay_epochs", "must be positive")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    type: Literal["sgd", "adam"] = "sgd"
+    learning_rate_schedule: LearningRateSchedule = field(default_factory=LearningRateSchedule)
+    momentum: float = 0.9
+    use_nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    type: Literal["l2", "focal_l2"] = "l2"
+    focal_alpha: float = 2.0  # focal L2: weight grows with the error ** alpha
+    focal_beta: float = 0.01  # focal L2: floor on the target to stay near ordinary L2
+    heatmap_weight: float = 1.0
+    paf_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """The whole training experiment (``bpnet train -e SPEC``)."""
+
+    num_epoch: int = 100
+    checkpoint_n_epoch: int = 5
+    validation_every_n_epoch: int = 5
+    max_ckpt_to_keep: int = 100
+    random_seed: int = 42
+    log_every_n_secs: float = 30.0
+    pretrained_weights: str | None = None
+    load_graph: bool = False
+    use_stagewise_lr_multipliers: bool = True
+    mixed_precision: Literal["none", "bf16", "fp16"] = "none"
+    dataloader: DataloaderConfig = field(default_factory=DataloaderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        _require(self.num_epoch >= 1, "num_epoch", "must be >= 1")
+        _require(self.checkpoint_n_epoch >= 1, "checkpoint_n_epoch", "must be >= 1")
+        _require(self.validation_every_n_epoch >= 0, "validation_every_n_epoch", "must be >= 0")
+        _require(self.max_ckpt_to_keep >= 1, "max_ckpt_to_keep", "must be >= 1")

@@ -1,0 +1,111 @@
+"""`bpnet dataset stats`: validate a COCO-layout split and count what it holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bpnet.data.coco import load_coco_split
+
+# COCO's size classes, by annotation area in pixels
+SMALL_AREA = 32**2
+LARGE_AREA = 96**2
+
+
+def dataset_stats(root: str | Path, split: str, *, check_images: bool = True) -> dict:
+    """Load and validate one split, then count images, people, keypoints and size classes.
+
+    Raises:
+        DatasetError: naming the file and entry when the split is malformed.
+
+    Returns:
+        A JSON-able dict (see :func:`format_stats` for the meaning of each entry).
+    """
+    data = load_coco_split(root, split, check_images=check_images)
+    anns = list(data.coco.anns.values())
+    num_kpts = len(data.keypoint_names)
+    crowd = [a for a in anns if a.get("iscrowd", 0)]
+    people = [a for a in anns if not a.get("iscrowd", 0)]
+    labelled = [a for a in people if _num_labelled(a) > 0]
+    kpts = np.array([a["keypoints"] for a in labelled], np.float32).reshape(-1, num_kpts, 3)
+    v = kpts[..., 2]  # (P, K)
+    per_person = (v > 0).sum(1)
+    areas = np.array([a.get("area", 0.0) for a in labelled], np.float64)
+    labelled_per_image = np.zeros(len(data.image_ids), np.int64)
+    index = {image_id: i for i, image_id in enumerate(data.image_ids)}
+    for a in labelled:
+        labelled_per_image[index[a["image_id"]]] += 1
+    hist_edges = [(0, 0), (1, 4), (5, 9), (10, 14), (15, num_kpts)]
+    return {
+        "dataset": str(data.ann_file),
+        "split": split,
+        "images": len(data.image_ids),
+        "images_with_people": int((labelled_per_image > 0).sum()),
+        "images_without_people": int((labelled_per_image == 0).sum()),
+        "annotations": len(anns),
+        "people_labelled": len(labelled),
+        "people_unlabelled": len(people) - len(labelled),
+        "crowd_regions": len(crowd),
+        "people_per_image": {
+            "mean": _round(labelled_per_image.mean()) if len(labelled_per_image) else 0.0,
+            "max": int(labelled_per_image.max()) if len(labelled_per_image) else 0,
+            "histogram": {
+                str(n): int((labelled_per_image == n).sum())
+                for n in range(int(labelled_per_image.max(initial=0)) + 1)
+            },
+        },
+        "keypoints_per_person": {
+            "mean": _round(per_person.mean()) if len(per_person) else 0.0,
+            "histogram": {
+                f"{lo}-{hi}": int(((per_person >= lo) & (per_person <= hi)).sum())
+                for lo, hi in hist_edges[1:]
+            },
+        },
+        "keypoints": {
+            "labelled": int((v > 0).sum()),
+            "visible": int((v == 2).sum()),
+            "occluded": int((v == 1).sum()),
+            "labelled_by_name": {
+                name: int((v[:, k] > 0).sum()) for k, name in enumerate(data.keypoint_names)
+            },
+        },
+        "size_classes": {
+            "small": int((areas < SMALL_AREA).sum()),
+            "medium": int(((areas >= SMALL_AREA) & (areas < LARGE_AREA)).sum()),
+            "large": int((areas >= LARGE_AREA).sum()),
+        },
+    }
+
+
+def format_stats(stats: dict) -> str:
+    """Human-readable report of :func:`dataset_stats`."""
+    kp = stats["keypoints"]
+    per_image = stats["people_per_image"]
+    lines = [
+        f"dataset   {stats['dataset']}  (split {stats['split']}): valid",
+        f"images    {stats['images']}  ({stats['images_with_people']} with labelled people, "
+        f"{stats['images_without_people']} without)",
+        f"people    {stats['people_labelled']} labelled, {stats['people_unlabelled']} unlabelled "
+        f"(no keypoints, masked), {stats['crowd_regions']} crowd regions (masked)",
+        f"per image mean {per_image['mean']}, max {per_image['max']}; "
+        f"histogram {_inline(per_image['histogram'])}",
+        f"keypoints {kp['labelled']} labelled ({kp['visible']} visible, {kp['occluded']} occluded)"
+        f"; per person mean {stats['keypoints_per_person']['mean']}, "
+        f"histogram {_inline(stats['keypoints_per_person']['histogram'])}",
+        f"sizes     {_inline(stats['size_classes'])}  (COCO area classes of labelled people)",
+    ]
+    return "\n".join(lines)
+
+
+def _num_labelled(ann: dict) -> int:
+    kpts = ann.get("keypoints") or []
+    return sum(1 for v in kpts[2::3] if v > 0)
+
+
+def _inline(mapping: dict) -> str:
+    return " ".join(f"{k}:{v}" for k, v in mapping.items())
+
+
+def _round(x: float) -> float:
+    return round(float(x), 2)

@@ -1,0 +1,1 @@
+"""Data: COCO-layout datasets, loss masks, augmentation and the training/evaluation loaders."""

@@ -11,3 +11,32 @@ def coco_fixture() -> Path:
     """The real COCO fixture (100 images) that ships beside the repository."""
     assert (FIXTURE / "annotations").is_dir(), f"COCO fixture missing at {FIXTURE}"
     return FIXTURE
+
+
+COCO17 = [
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+]  # fmt: skip
+
+# A custom skeleton: two joints made from several keypoints, four limbs, one flip pair.
+FIVE_JOINTS = f"""
+name: five
+dataset_keypoints: {COCO17}
+joints:
+  - {{name: nose, from: nose}}
+  - {{name: neck, from: [left_shoulder, right_shoulder]}}
+  - {{name: left_wrist, from: left_wrist}}
+  - {{name: right_wrist, from: right_wrist}}
+  - {{name: pelvis, from: [left_hip, right_hip]}}
+limbs: [[neck, nose], [neck, left_wrist], [neck, right_wrist], [neck, pelvis]]
+flip_pairs: [[left_wrist, right_wrist]]
+"""
+
+
+@pytest.fixture
+def five_joint_config(tmp_path) -> Path:
+    """A 5-joint pose-config file: the custom skeleton that must work with no code change."""
+    path = tmp_path / "five.yaml"
+    path.write_text(FIVE_JOINTS)
+    return path

@@ -83,7 +83,8 @@ def test_stats_text_report(coco_fixture, capsys):
 def broken_copy(coco_fixture: Path, tmp_path: Path) -> Path:
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)
-    shutil.copy(coco_fixture / "annotations" / "person_keypoints_val2017.json", root / "annotations")
+    name = "person_keypoints_val2017.json"
+    shutil.copy(coco_fixture / "annotations" / name, root / "annotations")
     shutil.copytree(coco_fixture / "val2017", root / "val2017")
     return root
 
@@ -107,3 +108,12 @@ def test_stats_malformed_json(coco_fixture, tmp_path, capsys):
 def test_stats_unknown_split(coco_fixture, capsys):
     err = run_error(capsys, ["dataset", "stats", "-d", str(coco_fixture), "--split", "test2017"])
     assert "person_keypoints_test2017.json" in err
+
+
+def test_show_draws_requested_images(coco_fixture, tmp_path, capsys):
+    out = tmp_path / "show"
+    assert main(["dataset", "show", "-d", str(coco_fixture), "--split", "val2017",
+                 "--out", str(out), "-n", "3"]) == 0  # fmt: skip
+    written = sorted(out.iterdir())
+    assert len(written) == 3 and all(p.suffix == ".jpg" and p.stat().st_size > 0 for p in written)
+    assert capsys.readouterr().out.count("\n") == 3

@@ -1,38 +1,12 @@
 """The pose config: default skeleton facts, neck rule, mapping to and from COCO, custom files."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from bpnet.errors import SpecError
 from bpnet.pose import load_pose_config
 from bpnet.pose.skeleton import parse_pose_config
-
-COCO17 = [
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-]  # fmt: skip
-
-FIVE_JOINTS = """
-name: five
-dataset_keypoints: {coco}
-joints:
-  - {{name: head, from: nose}}
-  - {{name: neck, from: [left_shoulder, right_shoulder]}}
-  - {{name: pelvis, from: [left_hip, right_hip]}}
-  - {{name: l_hand, from: left_wrist}}
-  - {{name: r_hand, from: right_wrist}}
-limbs: [[neck, head], [neck, pelvis], [neck, l_hand], [neck, r_hand]]
-flip_pairs: [[l_hand, r_hand]]
-"""
-
-
-def five_joint_config(tmp_path: Path) -> Path:
-    path = tmp_path / "five.yaml"
-    path.write_text(FIVE_JOINTS.format(coco=COCO17))
-    return path
+from conftest import COCO17, FIVE_JOINTS
 
 
 def test_default_skeleton_matches_design():
@@ -94,16 +68,16 @@ def test_joints_round_trip_to_coco():
     np.testing.assert_allclose(back, kpts)
 
 
-def test_custom_five_joint_skeleton(tmp_path):
-    pose = load_pose_config(five_joint_config(tmp_path))
+def test_custom_five_joint_skeleton(five_joint_config):
+    pose = load_pose_config(five_joint_config)
     assert (pose.num_joints, pose.num_limbs, pose.num_paf_channels) == (5, 4, 8)
-    assert list(pose.flip_permutation) == [0, 1, 2, 4, 3]
+    assert list(pose.flip_permutation) == [0, 1, 3, 2, 4]
     kpts = np.zeros((1, 17, 3), np.float32)
     for name, xy in [("left_hip", (0, 100)), ("right_hip", (20, 100)), ("nose", (10, 0))]:
         kpts[0, COCO17.index(name)] = [*xy, 2]
     joints = pose.joints_from_dataset(kpts)
-    np.testing.assert_allclose(joints[0, 2], [10, 100, 2])  # pelvis
-    np.testing.assert_allclose(joints[0, 0], [10, 0, 2])  # head
+    np.testing.assert_allclose(joints[0, 4], [10, 100, 2])  # pelvis
+    np.testing.assert_allclose(joints[0, 0], [10, 0, 2])  # nose
     # only single-source joints map back to COCO keypoints
     back = pose.joints_to_dataset(joints)
     assert back[0, COCO17.index("nose"), 2] == 2
@@ -116,8 +90,8 @@ def test_custom_five_joint_skeleton(tmp_path):
         (lambda r: r["limbs"].append(["neck", "tail"]), "limbs[4]"),
         (lambda r: r["joints"].append({"name": "x", "from": "tail"}), "joints[5].from"),
         (lambda r: r["joints"].append({"name": "neck", "from": "nose"}), "unique"),
-        (lambda r: r["limbs"].append(["head", "neck"]), "listed twice"),
-        (lambda r: r["limbs"].append(["head", "head"]), "must differ"),
+        (lambda r: r["limbs"].append(["nose", "neck"]), "listed twice"),
+        (lambda r: r["limbs"].append(["nose", "nose"]), "must differ"),
         (lambda r: r.update(colour=1), "colour"),
         (lambda r: r.pop("limbs"), "limbs"),
     ],
@@ -125,7 +99,7 @@ def test_custom_five_joint_skeleton(tmp_path):
 def test_bad_pose_configs(tmp_path, edit, needle):
     import yaml
 
-    raw = yaml.safe_load(FIVE_JOINTS.format(coco=COCO17))
+    raw = yaml.safe_load(FIVE_JOINTS)
     edit(raw)
     with pytest.raises(SpecError) as err:
         parse_pose_config(raw, source="five.yaml")

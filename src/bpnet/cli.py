@@ -86,7 +86,7 @@ def _cmd_spec_show(args: argparse.Namespace) -> int:
     from bpnet.config import dump_spec, load_experiment_spec, resolve_pose_config
 
     spec = load_experiment_spec(args.spec, args.overrides)
-    resolve_pose_config(spec.dataloader, args.spec)  # the skeleton file must load too
+    resolve_pose_config(spec.dataloader)  # the skeleton file must load too
     print(dump_spec(spec), end="")
     return 0
 

@@ -17,23 +17,20 @@ def load_experiment_spec(
     return load_spec(ExperimentSpec, path, overrides)
 
 
-def resolve_pose_config(dataloader: DataloaderConfig, spec_path: str | Path | None = None):
-    """The skeleton a spec names; a relative path is taken from the spec file's folder.
+def resolve_pose_config(dataloader: DataloaderConfig) -> PoseConfig:
+    """The skeleton a spec names (the built-in 18 joints when none).
 
-    Returns:
-        PoseConfig
+    Paths in specs, like ``root_data_path``, are taken relative to the working directory.
     """
     ref = dataloader.pose_config.pose_config_path
     if ref is None:
         return load_pose_config()
-    path = Path(ref)
-    if not path.is_absolute() and spec_path is not None and not path.exists():
-        path = Path(spec_path).parent / path
-    if not path.exists():
+    if not Path(ref).is_file():
         raise SpecError(
-            f"{spec_path or '<spec>'}: dataloader.pose_config.pose_config_path: {ref} not found"
+            f"dataloader.pose_config.pose_config_path: {ref} not found; give a path relative to "
+            "the working directory, or an absolute one"
         )
-    return load_pose_config(path)
+    return load_pose_config(ref)
 
 
 __all__ = [

@@ -23,19 +23,15 @@ def dataset_stats(root: str | Path, split: str, *, check_images: bool = True) ->
         A JSON-able dict (see :func:`format_stats` for the meaning of each entry).
     """
     data = load_coco_split(root, split, check_images=check_images)
-    anns = list(data.coco.anns.values())
+    table = data.table  # the keypoint category's annotations as arrays
     num_kpts = len(data.keypoint_names)
-    crowd = [a for a in anns if a.get("iscrowd", 0)]
-    people = [a for a in anns if not a.get("iscrowd", 0)]
-    labelled = [a for a in people if _num_labelled(a) > 0]
-    kpts = np.array([a["keypoints"] for a in labelled], np.float32).reshape(-1, num_kpts, 3)
-    v = kpts[..., 2]  # (P, K)
-    per_person = (v > 0).sum(1)
-    areas = np.array([a.get("area", 0.0) for a in labelled], np.float64)
-    labelled_per_image = np.zeros(len(data.image_ids), np.int64)
-    index = {image_id: i for i, image_id in enumerate(data.image_ids)}
-    for a in labelled:
-        labelled_per_image[index[a["image_id"]]] += 1
+    labelled = ~table.iscrowd & (table.num_keypoints > 0)  # (N,)
+    v = table.keypoints[labelled][..., 2]  # (P, K)
+    per_person = table.num_keypoints[labelled]
+    entries = [table.entries[i] for i in np.flatnonzero(labelled)]
+    areas = np.array([entry.get("area", 0.0) for entry in entries], np.float64)
+    image_index = np.searchsorted(np.asarray(data.image_ids), table.image_ids[labelled])
+    labelled_per_image = np.bincount(image_index, minlength=len(data.image_ids))
     hist_edges = [(0, 0), (1, 4), (5, 9), (10, 14), (15, num_kpts)]
     return {
         "dataset": str(data.ann_file),
@@ -43,10 +39,10 @@ def dataset_stats(root: str | Path, split: str, *, check_images: bool = True) ->
         "images": len(data.image_ids),
         "images_with_people": int((labelled_per_image > 0).sum()),
         "images_without_people": int((labelled_per_image == 0).sum()),
-        "annotations": len(anns),
-        "people_labelled": len(labelled),
-        "people_unlabelled": len(people) - len(labelled),
-        "crowd_regions": len(crowd),
+        "annotations": len(table.entries),
+        "people_labelled": int(labelled.sum()),
+        "people_unlabelled": int((~table.iscrowd & ~labelled).sum()),
+        "crowd_regions": int(table.iscrowd.sum()),
         "people_per_image": {
             "mean": _round(labelled_per_image.mean()) if len(labelled_per_image) else 0.0,
             "max": int(labelled_per_image.max()) if len(labelled_per_image) else 0,
@@ -96,11 +92,6 @@ def format_stats(stats: dict) -> str:
         f"sizes     {_inline(stats['size_classes'])}  (COCO area classes of labelled people)",
     ]
     return "\n".join(lines)
-
-
-def _num_labelled(ann: dict) -> int:
-    kpts = ann.get("keypoints") or []
-    return sum(1 for v in kpts[2::3] if v > 0)
 
 
 def _inline(mapping: dict) -> str:

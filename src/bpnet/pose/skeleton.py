@@ -84,11 +84,9 @@ class PoseConfig:
     @cached_property
     def _source_matrix(self) -> np.ndarray:
         """(J, K) 0/1 matrix: joint j is the mean of the dataset keypoints k it marks."""
-        index = {name: k for k, name in enumerate(self.dataset_keypoints)}
         matrix = np.zeros((self.num_joints, len(self.dataset_keypoints)), np.float32)
-        for j, joint in enumerate(self.joints):
-            for source in joint.sources:
-                matrix[j, index[source]] = 1.0
+        for j, sources in enumerate(self._source_indices):
+            matrix[j, list(sources)] = 1.0
         return matrix
 
     @cached_property
@@ -112,15 +110,19 @@ class PoseConfig:
             labelled only when all of them are, with the smallest of their v.
         """
         keypoints = np.asarray(keypoints, np.float32).reshape(-1, len(self.dataset_keypoints), 3)
-        matrix = self._source_matrix  # (J, K)
-        labelled = keypoints[..., 2] > 0  # (P, K)
-        counts = matrix.sum(1)  # (J,)
-        all_labelled = (labelled.astype(np.float32) @ matrix.T) == counts  # (P, J)
-        xy = np.einsum("jk,pkc->pjc", matrix, keypoints[..., :2]) / counts[None, :, None]
-        v_masked = np.where(matrix[None] > 0, keypoints[:, None, :, 2], np.inf)  # (P, J, K)
-        v = np.where(all_labelled, v_masked.min(-1), 0.0)
-        xy = np.where(all_labelled[..., None], xy, 0.0)
-        return np.concatenate([xy, v[..., None]], axis=-1).astype(np.float32)
+        mean = self._source_matrix / self._source_matrix.sum(1, keepdims=True)  # (J, K)
+        xy = mean @ keypoints[..., :2]  # (P, J, 2)
+        # a joint's v is the smallest v of its sources: 0 (unlabelled) as soon as one is missing
+        v = np.stack(
+            [keypoints[:, list(s), 2].min(1) for s in self._source_indices], axis=1
+        )  # (P, J)
+        xy[v == 0] = 0.0
+        return np.concatenate([xy, v[..., None]], axis=-1)
+
+    @cached_property
+    def _source_indices(self) -> tuple[tuple[int, ...], ...]:
+        index = {name: k for k, name in enumerate(self.dataset_keypoints)}
+        return tuple(tuple(index[s] for s in joint.sources) for joint in self.joints)
 
     def joints_to_dataset(self, joints: np.ndarray) -> np.ndarray:
         """Map network joints back to dataset keypoints (e.g. COCO 17 for evaluation).

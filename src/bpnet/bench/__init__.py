@@ -1,0 +1,1 @@
+"""Speed benchmarks (``bpnet bench ...``): each returns a JSON-able dict of measurements."""

@@ -1,15 +1,21 @@
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO.parent / "shared" / "data" / "coco_fixture"
+# The real COCO fixture lives beside the repository (../shared); BPNET_COCO_FIXTURE overrides.
+FIXTURE = Path(
+    os.environ.get("BPNET_COCO_FIXTURE", REPO.parent / "shared" / "data" / "coco_fixture")
+)
 
 
 @pytest.fixture(scope="session")
 def coco_fixture() -> Path:
     """The real COCO fixture (100 images) that ships beside the repository."""
-    assert (FIXTURE / "annotations").is_dir(), f"COCO fixture missing at {FIXTURE}"
+    assert (FIXTURE / "annotations").is_dir(), (
+        f"COCO fixture missing at {FIXTURE}; set BPNET_COCO_FIXTURE to its folder"
+    )
     return FIXTURE
 
 

@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/bpnet dataset synth --out $(DEMO_DIR)/data --train 200 --val 50 --seed 0
+	$(BIN)/bpnet dataset synth --out $(DEMO_DIR)/data --train 200 --val 50 --seed 0 --force
 	$(BIN)/bpnet dataset stats -d $(DEMO_DIR)/data --split train
 	$(BIN)/bpnet dataset stats -d $(DEMO_DIR)/data --split val
+	$(BIN)/bpnet dataset show -d $(DEMO_DIR)/data --split val --out $(DEMO_DIR)/show -n 4
 	$(BIN)/bpnet bench data -d $(DEMO_DIR)/data --split train -e specs/synthetic_demo.yaml --samples 64
 
 test: install

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bpnet.data.coco import build_records, load_coco_split
+from bpnet.data.coco import build_records, keypoint_order, load_coco_split
 from bpnet.data.dataset import read_image
 from bpnet.data.masks import record_mask
 from bpnet.errors import DatasetError
@@ -48,7 +48,7 @@ def write_previews(
     chosen += [without[i] for i in rng.permutation(len(without))[: num - len(chosen)]]
 
     rows_of = {int(a): i for i, a in enumerate(data.table.ann_ids)}
-    order = np.array([data.keypoint_names.index(n) for n in pose.dataset_keypoints])
+    order = keypoint_order(data, pose)
     out_dir = Path(out_dir)
     written = []
     for record in chosen:

@@ -104,6 +104,51 @@ def _cmd_bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bpnet.config import load_experiment_spec, load_inference_spec, resolve_pose_config
+    from bpnet.evaluate.evaluate import evaluate, evaluate_detections
+
+    if args.detections is not None:
+        report = evaluate_detections(args.root, args.split, args.detections, args.results_dir)
+    else:
+        spec = load_inference_spec(args.inference_spec, args.overrides)
+        train_spec_path = args.spec or spec.train_spec
+        train_spec = load_experiment_spec(train_spec_path)
+        pose = resolve_pose_config(train_spec.dataloader)
+        if args.oracle:
+            from bpnet.inference import OracleSource
+
+            labels = train_spec.dataloader.label_processor_config
+            source = OracleSource(
+                pose,
+                sigma=labels.heatmap_gaussian_sigma,
+                paf_width=labels.paf_ortho_dist_thresh,
+            )
+            resolution, label = args.oracle_resolution, "oracle"
+        else:
+            model = args.model or spec.model_path
+            if model is None:
+                raise BpnetError("bpnet evaluate: give a model with -m MODEL, or use --oracle")
+            raise BpnetError(
+                f"{model}: bpnet cannot load trained models yet (they arrive with `bpnet "
+                "train`); use --oracle to evaluate the decoder on the ground truth"
+            )
+        report = evaluate(
+            args.root, args.split, args.results_dir, source, pose, spec,
+            resolution=resolution, label=label,
+        )  # fmt: skip
+    print(report.summary)
+    print(
+        f"AP {_fmt(report.metrics['AP'])}  ({report.info['mode']}, {report.info['source']}, "
+        f"{report.info['images']} images); results in {args.results_dir}"
+    )
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpnet",
@@ -169,6 +214,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_spec_args(spec_show)
     spec_show.set_defaults(func=_cmd_spec_show)
+
+    # evaluate --------------------------------------------------------------------------------
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="COCO keypoint AP of a model (or of the decoder alone: --oracle)",
+        description="Find people in every image of a split, score them with pycocotools "
+        "(OKS keypoint AP, maxDets 20), and write detections_coco_format.json, results.json, "
+        "results.csv and the resolved infer_spec.yaml into RESULTS_DIR. The inference spec "
+        "sets the mode: default (keep aspect ratio, adjust the network input), strict "
+        "(keep_aspect_ratio_mode: pad_image_input, fixed input_shape) or multi-scale.",
+    )
+    evaluate.add_argument(
+        "-i", "--inference_spec", type=Path, default=None,
+        help="inference spec YAML (TAO's infer_spec fields); default: TAO's defaults",
+    )  # fmt: skip
+    evaluate.add_argument("-m", "--model", type=Path, default=None, help="model to evaluate")
+    _add_dataset_args(evaluate)
+    evaluate.add_argument(
+        "-r", "--results_dir", type=Path, required=True, help="folder for the result files"
+    )
+    evaluate.add_argument(
+        "-e", "--experiment_spec", dest="spec", type=Path, default=None,
+        help="training spec (skeleton, target sigma and PAF width); default: the inference "
+        "spec's train_spec, else TAO's defaults",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "-o", "--override", dest="overrides", action="append", default=[],
+        metavar="KEY=VALUE", help="override an inference-spec field, e.g. -o heatmap_threshold=0.2",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--oracle", action="store_true",
+        help="evaluate the decoder alone: ground truth -> encoder -> decoder -> AP, the upper "
+        "bound a trained model can reach with these settings (no -m needed)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--oracle-resolution", choices=("network", "full"), default="network",
+        help="oracle at the network inputs the spec describes, or at full image resolution",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--detections", type=Path, default=None,
+        help="score this COCO keypoint results file instead of running anything",
+    )  # fmt: skip
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     # bench -----------------------------------------------------------------------------------
     bench = commands.add_parser("bench", help="speed benchmarks (results go in BENCHMARKS.md)")

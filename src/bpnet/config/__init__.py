@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bpnet.config.inference import InferenceSpec
 from bpnet.config.loader import dump_spec, from_dict, load_spec, save_spec, to_dict
 from bpnet.config.spec import STRIDE, DataloaderConfig, ExperimentSpec
 from bpnet.errors import SpecError
@@ -15,6 +16,13 @@ def load_experiment_spec(
 ) -> ExperimentSpec:
     """Load ``bpnet train -e`` specs; ``path=None`` gives TAO's defaults."""
     return load_spec(ExperimentSpec, path, overrides)
+
+
+def load_inference_spec(
+    path: str | Path | None, overrides: list[str] | tuple = ()
+) -> InferenceSpec:
+    """Load ``bpnet evaluate -i`` / ``bpnet inference -i`` specs; None gives TAO's defaults."""
+    return load_spec(InferenceSpec, path, overrides)
 
 
 def resolve_pose_config(dataloader: DataloaderConfig) -> PoseConfig:
@@ -36,10 +44,12 @@ def resolve_pose_config(dataloader: DataloaderConfig) -> PoseConfig:
 __all__ = [
     "STRIDE",
     "ExperimentSpec",
+    "InferenceSpec",
     "PoseConfig",
     "dump_spec",
     "from_dict",
     "load_experiment_spec",
+    "load_inference_spec",
     "load_spec",
     "resolve_pose_config",
     "save_spec",

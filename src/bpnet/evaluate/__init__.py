@@ -1,0 +1,1 @@
+"""Evaluation: people -> COCO keypoint detections -> COCO AP (pycocotools, maxDets 20)."""

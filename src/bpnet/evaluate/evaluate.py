@@ -1,0 +1,148 @@
+"""`bpnet evaluate`: people for every image of a split, COCO keypoint AP, result files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bpnet.config import save_spec
+from bpnet.config.inference import InferenceSpec
+from bpnet.data.coco import build_records, keypoint_order, load_coco_split
+from bpnet.data.dataset import read_image
+from bpnet.decode import DecoderParams
+from bpnet.errors import DatasetError
+from bpnet.evaluate.coco_eval import METRIC_NAMES, coco_keypoint_ap, detections_for_image
+from bpnet.inference.pipeline import MapSource, full_resolution, input_geometry, predict_people
+from bpnet.io import write_json_atomic, write_text_atomic
+from bpnet.pose import PoseConfig
+
+DETECTIONS_FILE = "detections_coco_format.json"
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What one evaluation measured (also written to ``results.json``)."""
+
+    metrics: dict
+    summary: str
+    timings: dict
+    info: dict
+
+    def as_dict(self) -> dict:
+        return {**self.metrics, "timings": self.timings, **self.info}
+
+
+def evaluate(
+    root: str | Path,
+    split: str,
+    results_dir: str | Path,
+    source: MapSource,
+    pose: PoseConfig,
+    spec: InferenceSpec,
+    *,
+    resolution: str = "network",
+    label: str = "model",
+) -> EvalReport:
+    """Run ``source`` over every image of a split, decode, score, and write the results.
+
+    Args:
+        root: dataset root in the COCO layout.
+        split: split name.
+        results_dir: receives ``detections_coco_format.json``, ``results.json``,
+            ``results.csv`` and the resolved ``infer_spec.yaml``.
+        source: what produces the maps (a network, or :class:`~bpnet.inference.OracleSource`).
+        pose: the skeleton the maps follow.
+        spec: input geometry (mode, scales) and decoder settings.
+        resolution: ``network`` (the inputs ``spec`` describes) or ``full`` (the image's own
+            pixel grid; for the oracle).
+        label: what produced the maps, for the reports.
+
+    Raises:
+        DatasetError: missing image files, an empty image list, a malformed annotation file.
+    """
+    data = load_coco_split(root, split, check_images=True)
+    if not data.image_ids:
+        raise DatasetError(f"{data.ann_file}: the 'images' list is empty; nothing to evaluate")
+    records = build_records(data, pose)
+    params = DecoderParams.from_spec(spec)
+    detections: list[dict] = []
+    order = keypoint_order(data, pose)
+    seconds = {"read": 0.0, "maps": 0.0, "decode": 0.0}
+    for record in records:
+        start = time.perf_counter()
+        image = (
+            read_image(record.path, (record.height, record.width)) if source.needs_image else None
+        )
+        seconds["read"] += time.perf_counter() - start
+        if resolution == "full":
+            inputs = full_resolution(record.width, record.height)
+        else:
+            inputs = input_geometry(record.width, record.height, spec)
+        people = predict_people(image, record, source, pose, params, inputs, seconds)
+        keypoints = np.zeros((len(people), len(data.keypoint_names), 3), np.float32)
+        keypoints[:, order] = people.to_dataset(pose)  # the file's own keypoint order
+        detections += detections_for_image(
+            record.image_id, keypoints, people.scores, data.category["id"]
+        )
+    metrics, summary = coco_keypoint_ap(data, detections)
+    images = len(records)
+    timings = {f"{k}_ms_per_image": round(1000 * v / images, 2) for k, v in seconds.items()}
+    info = {
+        "source": label,
+        "mode": "full_resolution" if resolution == "full" else spec.mode,
+        "dataset": str(data.ann_file),
+        "images": images,
+        "detections": len(detections),
+    }
+    report = EvalReport(metrics, summary, timings, info)
+    write_results(results_dir, report, detections, spec)
+    return report
+
+
+def evaluate_detections(
+    root: str | Path, split: str, detections_file: str | Path, results_dir: str | Path
+) -> EvalReport:
+    """Score an existing COCO keypoint results file (ours, OpenPose's, an engine's)."""
+    data = load_coco_split(root, split, check_images=False)
+    path = Path(detections_file)
+    try:
+        detections = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: detections file not found") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: malformed JSON at line {err.lineno}; fix the file") from None
+    if not isinstance(detections, list) or not all(
+        isinstance(d, dict) and {"image_id", "keypoints", "score"} <= d.keys() for d in detections
+    ):
+        raise DatasetError(
+            f"{path}: expected a COCO results list of {{image_id, category_id, keypoints, score}}"
+        )
+    metrics, summary = coco_keypoint_ap(data, detections)
+    info = {"source": str(path), "mode": "detections_file", "dataset": str(data.ann_file),
+            "images": len(data.image_ids), "detections": len(detections)}  # fmt: skip
+    report = EvalReport(metrics, summary, {}, info)
+    write_results(results_dir, report, detections, None)
+    return report
+
+
+def write_results(
+    results_dir: str | Path, report: EvalReport, detections: list[dict], spec: InferenceSpec | None
+) -> None:
+    """Write the detections, ``results.json``, ``results.csv`` and the spec, each atomically."""
+    results_dir = Path(results_dir)
+    write_json_atomic(results_dir / DETECTIONS_FILE, detections)
+    write_json_atomic(results_dir / "results.json", report.as_dict(), indent=2)
+    row = {**{k: report.metrics[k] for k in METRIC_NAMES}, **report.timings, **report.info}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+    write_text_atomic(results_dir / "results.csv", buffer.getvalue())
+    if spec is not None:
+        save_spec(spec, results_dir / "infer_spec.yaml")

@@ -1,0 +1,11 @@
+"""Images -> network maps -> people: input geometry, multi-scale fusion, decoding."""
+
+from bpnet.inference.pipeline import (
+    MapSource,
+    OracleSource,
+    ScaledInput,
+    input_geometry,
+    predict_people,
+)
+
+__all__ = ["MapSource", "OracleSource", "ScaledInput", "input_geometry", "predict_people"]

@@ -1,0 +1,156 @@
+"""`bpnet evaluate`: oracle AP, result files, modes and one-line errors."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bpnet.cli import main
+from bpnet.config import load_inference_spec
+from bpnet.config.inference import InferenceSpec
+from bpnet.data.coco import build_records, load_coco_split
+from bpnet.decode import DecoderParams
+from bpnet.inference.pipeline import OracleSource, input_geometry, predict_people
+from bpnet.pose import load_pose_config
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_oracle_full_resolution_beats_the_open_decoders(coco_fixture, tmp_path, capsys):
+    code, out, _ = run(
+        ["evaluate", "--oracle", "--oracle-resolution", "full", "-d", coco_fixture,
+         "--split", "val2017", "-r", tmp_path], capsys,
+    )  # fmt: skip
+    assert code == 0
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= 20 ]" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    # two well-known open decoders reach 0.895 and 0.898 on these annotations
+    assert results["AP"] >= 0.92
+    for key in ("AP", "AP50", "AP75", "APm", "APl", "AR", "timings"):
+        assert key in results
+    assert results["mode"] == "full_resolution" and results["images"] == 50
+    detections = json.loads((tmp_path / "detections_coco_format.json").read_text())
+    assert len(detections) == results["detections"] > 0
+    assert all(len(d["keypoints"]) == 51 for d in detections)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["AP"]) == pytest.approx(results["AP"])
+    saved = load_inference_spec(tmp_path / "infer_spec.yaml")
+    assert saved == InferenceSpec()
+
+
+def test_modes_set_the_network_input():
+    default = InferenceSpec(input_shape=(368, 368))
+    [only] = input_geometry(640, 480, default)
+    assert only.size == (368, 488)  # height kept, width follows the aspect ratio, x8
+    strict = InferenceSpec(input_shape=(288, 384), keep_aspect_ratio_mode="pad_image_input")
+    [fixed] = input_geometry(480, 640, strict)
+    assert fixed.size == (288, 384)
+    multi = InferenceSpec(multi_scale_inference=True, scales=(0.5, 1.0, 2.0))
+    assert [g.size[0] for g in input_geometry(640, 480, multi)] == [184, 368, 736]
+
+
+def test_multi_scale_fusion_keeps_joints_in_place(coco_fixture):
+    """Scales are fused through exact affine maps: a misaligned grid would shift every joint."""
+    pose = load_pose_config()
+    data = load_coco_split(coco_fixture, "val2017", check_images=False)
+    records = [r for r in build_records(data, pose) if r.num_people]
+    spec = InferenceSpec(multi_scale_inference=True, scales=(0.5, 1.0, 1.5))
+    errors = []
+    for record in records:
+        geometry = input_geometry(record.width, record.height, spec)
+        found = predict_people(None, record, OracleSource(pose), pose, DecoderParams(), geometry)
+        for j in range(pose.num_joints):
+            truth = record.keypoints[record.keypoints[:, j, 2] > 0, j, :2]  # (T, 2)
+            hits = found.keypoints[found.keypoints[:, j, 2] > 0, j, :2]  # (F, 2)
+            if len(truth) and len(hits):
+                distance = np.linalg.norm(truth[:, None] - hits[None], axis=-1)  # (T, F)
+                errors += distance.min(1).tolist()
+    errors = np.array(errors)
+    assert len(errors) > 300
+    assert np.median(errors) < 0.5  # in original image pixels
+    assert np.mean(errors < 2.0) > 0.95
+
+
+def test_strict_and_multi_scale_from_the_spec_file(coco_fixture, tmp_path, capsys):
+    spec = tmp_path / "infer.yaml"
+    spec.write_text(yaml.safe_dump({"input_shape": [288, 384],
+                                    "keep_aspect_ratio_mode": "pad_image_input"}))  # fmt: skip
+    code, out, _ = run(["evaluate", "--oracle", "-i", spec, "-d", coco_fixture, "--split",
+                        "val2017", "-r", tmp_path / "strict"], capsys)  # fmt: skip
+    assert code == 0 and "(strict, oracle, 50 images)" in out
+    argv = ["evaluate", "--oracle", "-d", coco_fixture, "--split", "val2017",
+            "-r", tmp_path / "multi", "-o", "multi_scale_inference=true"]  # fmt: skip
+    code, out, _ = run(argv, capsys)
+    assert code == 0 and "(multi_scale, oracle, 50 images)" in out
+
+
+def copy_split(coco_fixture: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    name = "person_keypoints_val2017.json"
+    shutil.copy(coco_fixture / "annotations" / name, root / "annotations" / name)
+    shutil.copytree(coco_fixture / "val2017", root / "val2017")
+    return root
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code != 0
+    assert err.startswith("bpnet: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_missing_image_is_one_line(coco_fixture, tmp_path, capsys):
+    root = copy_split(coco_fixture, tmp_path)
+    victim = sorted((root / "val2017").iterdir())[7]
+    victim.unlink()
+    argv = ["evaluate", "--oracle", "-d", root, "--split", "val2017", "-r", tmp_path / "r"]
+    err = one_line_error(*run(argv, capsys)[::2])
+    assert victim.name in err
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_empty_image_list_is_one_line(coco_fixture, tmp_path, capsys):
+    root = copy_split(coco_fixture, tmp_path)
+    ann = root / "annotations" / "person_keypoints_val2017.json"
+    data = json.loads(ann.read_text())
+    data["images"], data["annotations"] = [], []
+    ann.write_text(json.dumps(data))
+    argv = ["evaluate", "--oracle", "-d", root, "--split", "val2017", "-r", tmp_path / "r"]
+    err = one_line_error(*run(argv, capsys)[::2])
+    assert "empty" in err and str(ann) in err
+
+
+def test_detections_for_unknown_images_are_one_line(coco_fixture, tmp_path, capsys):
+    detections = tmp_path / "dets.json"
+    detections.write_text(json.dumps([{"image_id": 123456789, "category_id": 1,
+                                       "keypoints": [0.0] * 51, "score": 0.9}]))  # fmt: skip
+    argv = ["evaluate", "--detections", detections, "-d", coco_fixture, "--split", "val2017",
+            "-r", tmp_path / "r"]  # fmt: skip
+    err = one_line_error(*run(argv, capsys)[::2])
+    assert "123456789" in err
+
+
+def test_detections_file_round_trip(coco_fixture, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert run(["evaluate", "--oracle", "-d", coco_fixture, "--split", "val2017", "-r", first],
+               capsys)[0] == 0  # fmt: skip
+    ap = json.loads((first / "results.json").read_text())["AP"]
+    again = tmp_path / "again"
+    argv = ["evaluate", "--detections", first / "detections_coco_format.json", "-d",
+            coco_fixture, "--split", "val2017", "-r", again]  # fmt: skip
+    assert run(argv, capsys)[0] == 0
+    assert json.loads((again / "results.json").read_text())["AP"] == pytest.approx(ap)
+
+
+def test_model_or_oracle_is_required(coco_fixture, tmp_path, capsys):
+    argv = ["evaluate", "-d", coco_fixture, "--split", "val2017", "-r", tmp_path]
+    err = one_line_error(*run(argv, capsys)[::2])
+    assert "--oracle" in err

@@ -24,6 +24,8 @@ demo: install
 	$(BIN)/bpnet dataset stats -d $(DEMO_DIR)/data --split val
 	$(BIN)/bpnet dataset show -d $(DEMO_DIR)/data --split val --out $(DEMO_DIR)/show -n 4
 	$(BIN)/bpnet bench data -d $(DEMO_DIR)/data --split train -e specs/synthetic_demo.yaml --samples 64
+	$(BIN)/bpnet evaluate --oracle -d $(DEMO_DIR)/data --split val -r $(DEMO_DIR)/oracle
+	$(BIN)/bpnet bench decode --frames 5
 
 test: install
 	$(BIN)/ruff check .

@@ -117,3 +117,12 @@ def test_show_draws_requested_images(coco_fixture, tmp_path, capsys):
     written = sorted(out.iterdir())
     assert len(written) == 3 and all(p.suffix == ".jpg" and p.stat().st_size > 0 for p in written)
     assert capsys.readouterr().out.count("\n") == 3
+
+
+def test_bench_decode_finds_the_people_it_times(capsys):
+    argv = ["bench", "decode", "--frames", "2", "--people", "3", "-o", "input_shape=[256,256]"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["input_size"] == [256, 256]
+    assert result["people"]["3"]["found"] == 3.0
+    assert result["people"]["3"]["decode_ms"] > 0

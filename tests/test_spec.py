@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from bpnet.config import ExperimentSpec, load_experiment_spec, load_spec, save_spec
+from bpnet.config import (
+    ExperimentSpec,
+    InferenceSpec,
+    load_experiment_spec,
+    load_inference_spec,
+    load_spec,
+    save_spec,
+)
 from bpnet.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,9 +24,14 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_specs_load():
-    for path in sorted((REPO / "specs").glob("*.yaml")):
-        spec = load_experiment_spec(path)
-        assert isinstance(spec, ExperimentSpec), path
+    paths = sorted((REPO / "specs").glob("*.yaml"))
+    for path in paths:
+        if path.name.startswith("infer_spec"):
+            assert isinstance(load_inference_spec(path), InferenceSpec), path
+        else:
+            assert isinstance(load_experiment_spec(path), ExperimentSpec), path
+    modes = {load_inference_spec(p).mode for p in paths if p.name.startswith("infer_spec")}
+    assert modes == {"default", "strict", "multi_scale"}
 
 
 def test_defaults_are_taos():

@@ -25,7 +25,8 @@ def _add_spec_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         dest="spec",
         required=required,
         type=Path,
-        help="experiment spec YAML (see specs/); omitted keys keep their documented defaults",
+        help="experiment spec YAML (see specs/); omitted keys keep their documented defaults"
+        + ("" if required else "; default: TAO's defaults"),
     )
     parser.add_argument(
         "-o",
@@ -149,6 +150,20 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _cmd_bench_decode(args: argparse.Namespace) -> int:
+    from bpnet.bench.decode import bench_decode
+    from bpnet.config import load_inference_spec
+    from bpnet.decode import DecoderParams
+
+    spec = load_inference_spec(args.inference_spec, args.overrides)
+    result = bench_decode(
+        tuple(args.people), frames=args.frames, size=tuple(spec.input_shape),
+        params=DecoderParams.from_spec(spec),
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpnet",
@@ -267,12 +282,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure how many training samples per second the data pipeline produces "
         "(read, decode, augment, normalise) with one thread per process.",
     )
-    _add_spec_args(bench_data)
+    _add_spec_args(bench_data, required=False)
     _add_dataset_args(bench_data)
     bench_data.add_argument("--samples", type=int, default=200, help="samples to time")
     bench_data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     bench_data.add_argument("--eval", action="store_true", help="time the evaluation pipeline")
     bench_data.set_defaults(func=_cmd_bench_data)
+
+    bench_decode = bench_cmds.add_parser(
+        "decode",
+        help="decoder ms per frame at 1, 5 and 20 people (and encoder ms per sample)",
+        description="Time the decoder (peaks, limb scoring, matching, assembly) on maps the "
+        "encoder makes from random scenes of N people, one thread, at the spec's input_shape.",
+    )
+    bench_decode.add_argument(
+        "-i", "--inference_spec", type=Path, default=None,
+        help="inference spec (input_shape and decoder settings); default: TAO's defaults",
+    )  # fmt: skip
+    bench_decode.add_argument(
+        "-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override an inference-spec field, e.g. -o output_upsampling_factor=[1,1]",
+    )  # fmt: skip
+    bench_decode.add_argument(
+        "--people", type=int, nargs="+", default=[1, 5, 20], help="people per frame"
+    )
+    bench_decode.add_argument("--frames", type=int, default=20, help="frames per count")
+    bench_decode.set_defaults(func=_cmd_bench_decode)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Decoder (and encoder) speed on synthetic crowds: ``python -m bpnet.bench.decode``.
+"""Decoder (and encoder) speed on synthetic crowds: ``bpnet bench decode``.
 
 Maps come from the encoder (the targets of random scenes), so the timing covers the decoder's
 real work: peaks, all candidate limbs, matching and assembly, with as many people as asked.
@@ -6,8 +6,6 @@ real work: peaks, all candidate limbs, matching and assembly, with as many peopl
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import cv2
@@ -145,24 +143,3 @@ def bench_decode(
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv2_threads)
     return {"input_size": list(size), "frames": frames, "people": results}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--people", type=int, nargs="+", default=[1, 5, 20])
-    parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--size", type=int, nargs=2, default=[368, 368], metavar=("H", "W"))
-    parser.add_argument("--upsampling-factor", type=int, default=8)
-    args = parser.parse_args(argv)
-    factor = (args.upsampling_factor, args.upsampling_factor)
-    result = bench_decode(
-        tuple(args.people),
-        frames=args.frames,
-        size=tuple(args.size),
-        params=DecoderParams(upsampling_factor=factor),
-    )
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

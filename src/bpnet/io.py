@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bpnet.errors import DatasetError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -50,3 +52,19 @@ def write_with_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -
     """Call ``writer(tmp_path)`` and move the result onto ``path`` if it returns normally."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file is a one-line DatasetError."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise DatasetError(
+            f"{path}: malformed JSON at line {err.lineno} column {err.colno} ({err.msg}); "
+            "fix the file or download it again"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 JSON text ({err.reason}); fix the file") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read ({err.strerror}); check the path") from None

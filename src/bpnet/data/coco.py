@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pycocotools.coco import COCO
 
 from bpnet.config.spec import DatasetConfig
 from bpnet.errors import DatasetError
+from bpnet.io import read_json
 from bpnet.pose import PoseConfig
 
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
@@ -130,7 +130,7 @@ def load_coco_split(root: str | os.PathLike, split: str, *, check_images: bool =
         raise DatasetError(f"{ann_file}: annotation file not found{missing_root}; {LAYOUT_HINT}")
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: image folder of split '{split}' not found; {LAYOUT_HINT}")
-    data = _read_json(ann_file)
+    data = read_json(ann_file)
     category, table = _validate(data, ann_file)
     if check_images:
         _check_image_files(data["images"], image_dir, ann_file)
@@ -149,21 +149,6 @@ def load_coco_split(root: str | os.PathLike, split: str, *, check_images: bool =
         image_ids=sorted(coco.imgs),
         table=table,
     )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise DatasetError(
-            f"{path}: malformed JSON at line {err.lineno} column {err.colno} ({err.msg}); "
-            "fix the file or download it again"
-        ) from None
-    except UnicodeDecodeError as err:
-        raise DatasetError(f"{path}: not UTF-8 JSON text ({err.reason}); fix the file") from None
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read ({err.strerror}); check its permissions") from None
 
 
 # validation ------------------------------------------------------------------------------------

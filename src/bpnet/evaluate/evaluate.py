@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from bpnet.decode import DecoderParams
 from bpnet.errors import DatasetError
 from bpnet.evaluate.coco_eval import METRIC_NAMES, coco_keypoint_ap, detections_for_image
 from bpnet.inference.pipeline import MapSource, full_resolution, input_geometry, predict_people
-from bpnet.io import write_json_atomic, write_text_atomic
+from bpnet.io import read_json, write_json_atomic, write_text_atomic
 from bpnet.pose import PoseConfig
 
 DETECTIONS_FILE = "detections_coco_format.json"
@@ -111,12 +110,7 @@ def evaluate_detections(
     """Score an existing COCO keypoint results file (ours, OpenPose's, an engine's)."""
     data = load_coco_split(root, split, check_images=False)
     path = Path(detections_file)
-    try:
-        detections = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: detections file not found") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: malformed JSON at line {err.lineno}; fix the file") from None
+    detections = read_json(path)
     if not isinstance(detections, list) or not all(
         isinstance(d, dict) and {"image_id", "keypoints", "score"} <= d.keys() for d in detections
     ):

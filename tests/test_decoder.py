@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 from bpnet.bench.decode import synthetic_people
 from bpnet.config.inference import InferenceSpec
 from bpnet.config.loader import load_spec
-from bpnet.decode import DecoderParams, People, average_maps, decode, find_peaks
+from bpnet.decode import DecoderParams, People, decode, find_peaks
 from bpnet.errors import SpecError
 from bpnet.pose import load_pose_config
 from bpnet.targets import encode
@@ -241,19 +241,6 @@ def test_channel_counts_are_checked():
     with pytest.raises(ValueError, match="pafs"):
         decode(t.heatmaps, t.pafs[:10], POSE)
     assert len(decode(t.heatmaps[:18], t.pafs, POSE)) == 0  # background channel optional
-
-
-def test_average_maps_resizes_and_averages():
-    rng = np.random.default_rng(10)
-    truth = in_view(synthetic_people(rng, 3, SIZE))
-    big = encoded(truth).heatmaps  # (19, 46, 46)
-    small = encode(truth / [2, 2, 1], np.ones((184, 184)), POSE).heatmaps  # (19, 23, 23)
-    mean = average_maps([big, small], (46, 46))
-    assert mean.shape == big.shape and mean.dtype == np.float32
-    np.testing.assert_allclose(average_maps([big, big], (46, 46)), big, atol=1e-6)
-    assert np.abs(mean - big).mean() < 0.02
-    with pytest.raises(ValueError):
-        average_maps([], (4, 4))
 
 
 def test_inference_spec_reads_a_tao_infer_spec(tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -154,3 +155,97 @@ def test_model_or_oracle_is_required(coco_fixture, tmp_path, capsys):
     argv = ["evaluate", "-d", coco_fixture, "--split", "val2017", "-r", tmp_path]
     err = one_line_error(*run(argv, capsys)[::2])
     assert "--oracle" in err
+
+
+HEAD = ["nose", "left_eye", "right_eye", "left_ear", "right_ear"]
+HEAD_POSE = """
+name: head
+dataset_keypoints: [nose, left_eye, right_eye, left_ear, right_ear]
+joints:
+  - {name: nose, from: nose}
+  - {name: left_eye, from: left_eye}
+  - {name: right_eye, from: right_eye}
+  - {name: left_ear, from: left_ear}
+  - {name: right_ear, from: right_ear}
+limbs: [[nose, left_eye], [left_eye, left_ear], [nose, right_eye], [right_eye, right_ear]]
+flip_pairs: [[left_eye, right_eye], [left_ear, right_ear]]
+"""
+
+
+def head_dataset(coco_fixture: Path, tmp_path: Path) -> Path:
+    """The fixture's val2017 cut down to a 5-keypoint (head) category."""
+    root = copy_split(coco_fixture, tmp_path)
+    ann = root / "annotations" / "person_keypoints_val2017.json"
+    data = json.loads(ann.read_text())
+    data["categories"][0]["keypoints"] = HEAD
+    data["categories"][0]["skeleton"] = [[1, 2], [2, 4], [1, 3], [3, 5]]
+    for a in data["annotations"]:
+        a["keypoints"] = a["keypoints"][:15]
+        a["num_keypoints"] = sum(v > 0 for v in a["keypoints"][2::3])
+    ann.write_text(json.dumps(data))
+    return root
+
+
+def test_custom_skeleton_evaluates_with_its_own_oks_sigmas(coco_fixture, tmp_path, capsys):
+    root = head_dataset(coco_fixture, tmp_path)
+    pose = tmp_path / "head.yaml"
+    spec = tmp_path / "train.yaml"
+    spec.write_text(f"dataloader:\n  pose_config:\n    pose_config_path: {pose}\n")
+    argv = ["evaluate", "--oracle", "-e", spec, "-d", root, "--split", "val2017",
+            "-r", tmp_path / "r", "-o", "min_parts=2"]  # fmt: skip
+    pose.write_text(HEAD_POSE)
+    err = one_line_error(*run(argv, capsys)[::2])
+    assert "oks_sigmas" in err  # COCO's 17 sigmas cannot score 5 keypoints
+    pose.write_text(HEAD_POSE + "oks_sigmas: [0.026, 0.025, 0.025, 0.035, 0.035]\n")
+    assert run(argv, capsys)[0] == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["AP"] > 0.7
+    detections = json.loads((tmp_path / "r" / "detections_coco_format.json").read_text())
+    assert all(len(d["keypoints"]) == 15 for d in detections)
+
+
+@pytest.mark.parametrize(
+    ("record", "needle"),
+    [
+        ({"image_id": 397133, "keypoints": [0.0] * 51, "score": 0.9}, "[0].category_id"),
+        ({"image_id": 397133, "category_id": 1, "keypoints": [0.0] * 15, "score": 0.9},
+         "[0].keypoints must be 51"),
+        ({"image_id": 397133, "category_id": 1, "keypoints": [], "score": 0.9}, "[0].keypoints"),
+        ({"image_id": 397133, "category_id": 1, "keypoints": [0.0] * 51, "score": "high"},
+         "[0].score"),
+        ({"image_id": 397133, "category_id": 7, "keypoints": [0.0] * 51, "score": 0.5},
+         "[0].category_id is 7"),
+    ],
+)  # fmt: skip
+def test_malformed_detections_files_are_one_line(coco_fixture, tmp_path, capsys, record, needle):
+    detections = tmp_path / "dets.json"
+    detections.write_text(json.dumps([record]))
+    argv = ["evaluate", "--detections", detections, "-d", coco_fixture, "--split", "val2017",
+            "-r", tmp_path / "r"]  # fmt: skip
+    assert needle in one_line_error(*run(argv, capsys)[::2])
+
+
+def test_written_detections_are_exactly_ours(coco_fixture, tmp_path, capsys):
+    argv = ["evaluate", "--oracle", "-d", coco_fixture, "--split", "val2017", "-r", tmp_path]
+    assert run(argv, capsys)[0] == 0
+    detections = json.loads((tmp_path / "detections_coco_format.json").read_text())
+    assert {tuple(sorted(d)) for d in detections} == {
+        ("category_id", "image_id", "keypoints", "score")
+    }  # pycocotools' loadRes must not add area / bbox / id to our records
+    mode = (tmp_path / "results.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_no_detections_scores_zero_only_where_there_are_people(coco_fixture, tmp_path, capsys):
+    detections = tmp_path / "none.json"
+    detections.write_text("[]")
+    argv = ["evaluate", "--detections", detections, "-d", coco_fixture, "--split", "val2017",
+            "-r", tmp_path / "r"]  # fmt: skip
+    assert run(argv, capsys)[0] == 0
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["AP"] == 0.0 and results["APm"] == 0.0 and results["APl"] == 0.0

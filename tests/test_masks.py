@@ -113,3 +113,12 @@ def test_fixture_images_without_ignore_regions_are_all_ones(fixture_records):
             assert record_mask(record).all()
             checked += 1
     assert checked >= 30  # includes the person-free images
+
+
+def test_a_list_of_rle_pieces_is_masked():
+    piece = np.zeros((10, 10), np.uint8, order="F")
+    piece[2:5, 2:5] = 1
+    rle = mask_utils.encode(piece)
+    rle["counts"] = rle["counts"].decode("ascii")
+    assert (loss_mask(10, 10, [rle]) == 0).sum() == 9
+    assert (loss_mask(10, 10, [[rle]]) == 0).sum() == 9

@@ -123,3 +123,43 @@ def test_resolved_spec_round_trips(tmp_path):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         load_experiment_spec(tmp_path / "nope.yaml")
+
+
+def test_yaml_1_2_numbers_and_duplicate_keys(tmp_path):
+    path = write(tmp_path, "optimizer:\n  learning_rate_schedule:\n    base_learning_rate: 1e-5\n")
+    assert load_experiment_spec(path).optimizer.learning_rate_schedule.base_learning_rate == 1e-5
+    spec = load_experiment_spec(None, ["optimizer.learning_rate_schedule.min_learning_rate=2e-7"])
+    assert spec.optimizer.learning_rate_schedule.min_learning_rate == 2e-7
+    path = write(tmp_path, "dataloader: {batch_size: 4}\nmodel: {stages: 3}\ndataloader: {}\n")
+    with pytest.raises(SpecError, match="duplicate key 'dataloader'"):
+        load_experiment_spec(path)
+
+
+def test_non_finite_and_negative_values_are_rejected():
+    for override, needle in [
+        ("dataloader.augmentation_config.spatial_aug_params.translate_max_x=.inf", "finite"),
+        ("random_seed=-1", "random_seed"),
+        ("model.stage_kernel_sizes=[]", "non-empty"),
+    ]:
+        with pytest.raises(SpecError, match=needle):
+            load_experiment_spec(None, [override])
+
+
+def test_a_bad_override_is_blamed_not_the_file(tmp_path):
+    path = write(tmp_path, "dataloader:\n  batch_size: 4\n")
+    with pytest.raises(SpecError) as err:
+        load_experiment_spec(path, ["dataloader.batch_size=0"])
+    assert str(err.value).startswith("override 'dataloader.batch_size=0': dataloader.batch_size")
+    with pytest.raises(
+        SpecError, match=r"^override 'dataloader=5': dataloader: expected a mapping"
+    ):
+        load_experiment_spec(path, ["dataloader=5"])
+
+
+def test_unreadable_spec_paths_are_one_line(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        load_experiment_spec(tmp_path)  # a folder
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00model")
+    with pytest.raises(SpecError, match="UTF-8"):
+        load_experiment_spec(path)

@@ -106,19 +106,27 @@ def _cmd_bench_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bpnet.config import load_experiment_spec, load_inference_spec, resolve_pose_config
+    from bpnet.config import (
+        load_experiment_spec,
+        load_inference_spec,
+        resolve_pose_config,
+        save_spec,
+    )
     from bpnet.evaluate.evaluate import evaluate, evaluate_detections
 
+    spec = load_inference_spec(args.inference_spec, args.overrides)
+    train_spec = load_experiment_spec(args.spec or spec.train_spec)
+    pose = resolve_pose_config(train_spec.dataloader)
     if args.detections is not None:
-        report = evaluate_detections(args.root, args.split, args.detections, args.results_dir)
+        if args.model is not None or args.oracle:
+            raise BpnetError("--detections scores an existing file: drop -m / --oracle")
+        report = evaluate_detections(args.root, args.split, args.detections, args.results_dir, pose)
     else:
-        spec = load_inference_spec(args.inference_spec, args.overrides)
-        train_spec_path = args.spec or spec.train_spec
-        train_spec = load_experiment_spec(train_spec_path)
-        pose = resolve_pose_config(train_spec.dataloader)
         if args.oracle:
             from bpnet.inference import OracleSource
 
+            if args.model is not None:
+                raise BpnetError("--oracle evaluates the ground truth: drop -m MODEL")
             labels = train_spec.dataloader.label_processor_config
             source = OracleSource(
                 pose,
@@ -138,11 +146,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             args.root, args.split, args.results_dir, source, pose, spec,
             resolution=resolution, label=label,
         )  # fmt: skip
+        # the targets' sigma and PAF width and the skeleton come from here: keep it beside
+        save_spec(train_spec, args.results_dir / "experiment_spec.yaml")
     print(report.summary)
     print(
         f"AP {_fmt(report.metrics['AP'])}  ({report.info['mode']}, {report.info['source']}, "
         f"{report.info['images']} images); results in {args.results_dir}"
     )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bpnet.config import load_experiment_spec
+    from bpnet.train import train
+    from bpnet.train.distributed import launch, needs_launch
+
+    if needs_launch(args.gpus, args.nodes):
+        # the same command again, once per process, under torchrun (which sets LOCAL_RANK)
+        argv = ["train", "-e", str(args.spec), "-r", str(args.results_dir)]
+        argv += [f"--override={item}" for item in args.overrides]
+        argv += ["-d", str(args.root)] if args.root is not None else []
+        return launch(
+            argv, nproc_per_node=args.gpus, nnodes=args.nodes, node_rank=args.node_rank,
+            master_addr=args.master_addr, master_port=args.master_port,
+        )  # fmt: skip
+    spec = load_experiment_spec(args.spec, args.overrides)
+    summary = train(spec, args.results_dir, root=args.root, spec_path=args.spec)
+    if summary["rank"] == 0 and summary["validation"] is not None:
+        print(f"last validation: AP {_fmt(summary['validation'].get('AP'))}")
     return 0
 
 
@@ -229,6 +260,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_spec_args(spec_show)
     spec_show.set_defaults(func=_cmd_spec_show)
+
+    # train -----------------------------------------------------------------------------------
+    train = commands.add_parser(
+        "train",
+        help="train a model from an experiment spec (rerun the same command to resume)",
+        description="Train the spec's model on dataloader.dataset_config.train_split. Writes "
+        "experiment_spec.yaml, model_epoch_NNN.pth every checkpoint_n_epoch epochs, "
+        "metrics.jsonl, loss_curve.png and validation/ (COCO AP every validation_every_n_epoch "
+        "epochs) into RESULTS_DIR. Rerunning the same command resumes from the newest "
+        "checkpoint there, with the result of an uninterrupted run.",
+    )
+    _add_spec_args(train)
+    train.add_argument(
+        "-r", "--results_dir", type=Path, required=True,
+        help="folder for checkpoints, logs and the resolved spec (resumed from when it has "
+        "checkpoints)",
+    )  # fmt: skip
+    train.add_argument(
+        "-d", "--dataset", dest="root", type=Path, default=None,
+        help="dataset root in the COCO layout; overrides dataloader.dataset_config.root_data_path",
+    )  # fmt: skip
+    train.add_argument(
+        "--gpus", type=int, default=1,
+        help="processes per node (one per GPU; N > 1 relaunches under torchrun, NCCL on GPUs, "
+        "gloo on CPUs); default 1",
+    )  # fmt: skip
+    train.add_argument("--nodes", type=int, default=1, help="nodes (passed to torchrun)")
+    train.add_argument("--node_rank", type=int, default=0, help="this node's rank (torchrun)")
+    train.add_argument(
+        "--master_addr", default="127.0.0.1", help="rendezvous host of node 0 (torchrun)"
+    )
+    train.add_argument("--master_port", type=int, default=29500, help="rendezvous port (torchrun)")
+    train.add_argument(
+        "-k", "--key", default=None,
+        help="accepted for TAO compatibility and ignored: bpnet models are not encrypted",
+    )  # fmt: skip
+    train.set_defaults(func=_cmd_train)
 
     # evaluate --------------------------------------------------------------------------------
     evaluate = commands.add_parser(

@@ -1,40 +1,84 @@
-"""Atomic file output: a reader never sees a half-written file."""
+"""File input and output: atomic writes (a reader never sees a half-written file) and readers
+whose failures are one-line errors naming the file."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bpnet.errors import DatasetError
+import yaml
+
+from bpnet.errors import BpnetError, DatasetError, SpecError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+    """Yield a temporary path beside ``path``; move it onto ``path`` only on success.
+
+    The file is flushed to disk before the rename, so a crash leaves either the old file or
+    the complete new one, never an empty or partial file under the real name. The result gets
+    the usual permissions (0666 minus the umask), not mkstemp's private 0600.
+
+    Raises:
+        BpnetError: the folder cannot be created or written (names the path).
 
     Example:
         >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
         ...     tmp.write_text("{}")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the real suffix last: writers such as cv2.imwrite choose the format by it
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # keep the real suffix last: writers such as cv2.imwrite choose the format by it
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
+    except OSError as err:
+        raise BpnetError(
+            f"{path}: cannot write here ({err.strerror}); choose a writable folder"
+        ) from None
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Fail before any work when an output folder could not be written later.
+
+    Nothing is created: a run that fails leaves no empty folder behind.
+
+    Raises:
+        BpnetError: the path is a file, or its nearest existing folder is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BpnetError(f"{path}: is a file, not a folder; choose another output folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise BpnetError(f"{path}: cannot create or write this folder; choose a writable one")
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -68,3 +112,59 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DatasetError(f"{path}: not UTF-8 JSON text ({err.reason}); fix the file") from None
     except OSError as err:
         raise DatasetError(f"{path}: cannot read ({err.strerror}); check the path") from None
+
+
+class _SpecYamlLoader(yaml.SafeLoader):
+    """YAML for specs: YAML 1.2 floats (``1e-5`` is a number) and no duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML follows YAML 1.1, where "1e-5" (no dot) is a string; specs want YAML 1.2's numbers.
+_SpecYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse spec YAML text; errors are one-line SpecErrors naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_SpecYamlLoader)
+    except yaml.YAMLError as err:
+        msg = " ".join(str(err).split())
+        raise SpecError(f"{source}: not valid YAML ({msg}); fix the syntax") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str = "spec file") -> Any:
+    """Read and parse a YAML spec / pose-config file.
+
+    Raises:
+        SpecError: missing, unreadable, not UTF-8, or not valid YAML (one line, naming it).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: {what} not found; pass an existing YAML file") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text ({err.reason}); save it as UTF-8") from None
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    return parse_yaml(text, str(path))

@@ -7,6 +7,8 @@ checks are :class:`~bpnet.errors.SpecError` messages naming the file and dotted 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -14,7 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from bpnet.errors import SpecError
-from bpnet.io import write_text_atomic
+from bpnet.io import parse_yaml, read_yaml, write_text_atomic
 
 T = TypeVar("T")
 
@@ -46,26 +48,37 @@ def load_spec(cls: type[T], path: str | Path | None, overrides: list[str] | tupl
     source = str(path) if path is not None else "<defaults>"
     raw: Any = {}
     if path is not None:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise SpecError(f"{path}: spec file not found; pass an existing YAML file") from None
-        except yaml.YAMLError as err:
-            msg = " ".join(str(err).split())
-            raise SpecError(f"{path}: not valid YAML ({msg}); fix the syntax") from None
+        raw = read_yaml(path)
         raw = {} if raw is None else raw
         if not isinstance(raw, dict):
             raise SpecError(f"{path}: expected a mapping of spec keys at the top level")
     for item in overrides:
         _apply_override(cls, raw, item)
-    return from_dict(cls, raw, source)
+    try:
+        return from_dict(cls, raw, source)
+    except SpecError as err:
+        # a bad value that came from -o is the override's fault, not the file's
+        key = getattr(err, "key", None)
+        for item in reversed(overrides):
+            override_key = item.split("=", 1)[0].strip()
+            if key is not None and re.match(rf"{re.escape(override_key)}(\.|\[|$)", key):
+                raise SpecError(f"override {item!r}: {key}: {err.detail}") from None
+        raise
+
+
+def _key_error(source: str, key: str, detail: str) -> SpecError:
+    """A SpecError about one dotted key, which remembers the key (to blame an override)."""
+    err = SpecError(f"{source}: {key}: {detail}")
+    err.key, err.detail = key, detail
+    return err
 
 
 def from_dict(cls: type[T], raw: dict, source: str = "<spec>", prefix: str = "") -> T:
     """Convert a nested mapping into dataclass ``cls``, checking keys and types."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{source}: {prefix or '<top>'}: expected a mapping, got {_show(raw)}")
+        raise _key_error(
+            source, prefix.rstrip(".") or "<top>", f"expected a mapping, got {_show(raw)}"
+        )
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -81,7 +94,7 @@ def from_dict(cls: type[T], raw: dict, source: str = "<spec>", prefix: str = "")
     try:
         return cls(**kwargs)
     except SpecValueError as err:
-        raise SpecError(f"{source}: {prefix}{err.field}: {err.message}") from None
+        raise _key_error(source, f"{prefix}{err.field}", err.message) from None
 
 
 def to_dict(spec: Any) -> Any:
@@ -118,10 +131,7 @@ def _apply_override(cls: type, raw: dict, item: str) -> None:
                 f"known keys under {where}: {', '.join(sorted(fields))}"
             )
         if depth == len(keys) - 1:
-            try:
-                node[key] = yaml.safe_load(text)
-            except yaml.YAMLError:
-                raise SpecError(f"override {item!r}: value is not valid YAML") from None
+            node[key] = parse_yaml(text, f"override {item!r}")
             return
         sub_cls = _dataclass_in(get_type_hints(node_cls)[key])
         if sub_cls is None:
@@ -144,7 +154,7 @@ def _convert(tp: Any, value: Any, source: str, dotted: str) -> Any:
     origin = get_origin(tp)
 
     def fail(expected: str) -> SpecError:
-        return SpecError(f"{source}: {dotted}: expected {expected}, got {_show(value)}")
+        return _key_error(source, dotted, f"expected {expected}, got {_show(value)}")
 
     if tp is Any:
         return value
@@ -198,6 +208,8 @@ def _convert(tp: Any, value: Any, source: str, dotted: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("a number")
+        if not math.isfinite(value):
+            raise fail("a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

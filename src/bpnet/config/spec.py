@@ -64,7 +64,8 @@ class DatasetConfig:
 
     The dataset is a COCO-layout root: ``annotations/person_keypoints_<split>.json`` and
     ``<split>/`` images. A person becomes a "main person" (the centre of one training crop)
-    when it passes every filter below; all labelled people still get targets.
+    when it passes every filter below; every labelled person (up to ``max_people`` per
+    image, largest first) still gets targets, and people beyond that are masked out.
     """
 
     root_data_path: str | None = None
@@ -181,15 +182,35 @@ class DataloaderConfig:
         _require(self.num_workers >= 0, "num_workers", "must be >= 0")
 
 
+# Presets (``mtype``) each backbone architecture offers; "default" is always one of them.
+MTYPES: dict[str, tuple[str, ...]] = {
+    "vgg": ("default",),  # TAO BodyPoseNet's VGG19-BN backbone
+    "resnet": ("default", "resnet18", "resnet10"),  # default = resnet18
+    "openpose": ("default", "openpose_coco"),  # default = openpose_coco (CMU, stages: 6)
+}
+
+
 @dataclass(frozen=True)
 class BackboneAttributes:
     architecture: Literal["vgg", "resnet", "openpose"] = "vgg"
-    mtype: str = "default"  # preset name within the architecture
+    mtype: str = "default"  # preset name within the architecture (see MTYPES)
     use_bias: bool = False
-    width_multiplier: float = 1.0  # scales every backbone width (small CPU presets)
+    # scales every backbone and stage width, never the output channels (small CPU presets);
+    # scaled widths are rounded to a multiple of 8 (at least 8)
+    width_multiplier: float = 1.0
+    # vgg only: False downsamples with stride-2 convs instead of max-pools, as TAO's
+    # VggNet(use_pooling=False) does (same parameters, fewer MACs)
+    use_pooling: bool = True
 
     def __post_init__(self):
         _require(self.width_multiplier > 0, "width_multiplier", "must be positive")
+        choices = MTYPES.get(self.architecture, ("default",))
+        _require(
+            self.mtype in choices,
+            "mtype",
+            f"unknown preset {self.mtype!r} for architecture {self.architecture}; "
+            f"choose one of {', '.join(choices)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -211,9 +232,10 @@ class ModelConfig:
         )
         _require(self.num_filters >= 1, "num_filters", "must be >= 1")
         _require(
-            all(k >= 1 and k % 2 == 1 for k in self.stage_kernel_sizes),
+            len(self.stage_kernel_sizes) > 0
+            and all(k >= 1 and k % 2 == 1 for k in self.stage_kernel_sizes),
             "stage_kernel_sizes",
-            "kernel sizes must be odd and positive",
+            "must be a non-empty list of odd, positive kernel sizes",
         )
         _require(self.kernel_regularization_factor >= 0, "kernel_regularization_factor", ">= 0")
         _require(self.bias_regularization_factor >= 0, "bias_regularization_factor", ">= 0")
@@ -238,6 +260,11 @@ class LearningRateSchedule:
         _require(self.min_learning_rate >= 0, "min_learning_rate", "must be >= 0")
         _require(0 <= self.soft_start <= 1, "soft_start", "must be in [0, 1]")
         _require(0 <= self.annealing <= 1, "annealing", "must be in [0, 1]")
+        _require(
+            self.soft_start <= self.annealing,
+            "soft_start",
+            f"must be <= annealing ({self.annealing}): the warm-up ends before the decay starts",
+        )
         _require(0 < self.decay_rate <= 1, "decay_rate", "must be in (0, 1]")
         _require(self.decay_epochs > 0, "decay_epochs", "must be positive")
 
@@ -252,6 +279,7 @@ class OptimizerConfig:
 
     def __post_init__(self):
         _require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -261,6 +289,12 @@ class LossConfig:
     focal_beta: float = 0.01  # focal L2: floor on the target to stay near ordinary L2
     heatmap_weight: float = 1.0
     paf_weight: float = 1.0
+
+    def __post_init__(self):
+        _require(self.focal_alpha >= 0, "focal_alpha", "must be >= 0 (0 is ordinary L2)")
+        _require(self.focal_beta >= 0, "focal_beta", "must be >= 0")
+        _require(self.heatmap_weight >= 0, "heatmap_weight", "must be >= 0")
+        _require(self.paf_weight >= 0, "paf_weight", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -275,6 +309,9 @@ class ExperimentSpec:
     log_every_n_secs: float = 30.0
     pretrained_weights: str | None = None
     load_graph: bool = False
+    # inference spec YAML for the validation runs (decoder settings, input size); None: TAO's
+    # defaults with input_shape = the training image_dims
+    inference_spec: str | None = None
     use_stagewise_lr_multipliers: bool = True
     mixed_precision: Literal["none", "bf16", "fp16"] = "none"
     dataloader: DataloaderConfig = field(default_factory=DataloaderConfig)
@@ -287,3 +324,5 @@ class ExperimentSpec:
         _require(self.checkpoint_n_epoch >= 1, "checkpoint_n_epoch", "must be >= 1")
         _require(self.validation_every_n_epoch >= 0, "validation_every_n_epoch", "must be >= 0")
         _require(self.max_ckpt_to_keep >= 1, "max_ckpt_to_keep", "must be >= 1")
+        _require(self.random_seed >= 0, "random_seed", f"must be >= 0, got {self.random_seed}")
+        _require(self.log_every_n_secs > 0, "log_every_n_secs", "must be positive")

@@ -84,7 +84,8 @@ class CocoSplit:
         ann_file: ``ROOT/annotations/person_keypoints_<split>.json``.
         image_dir: ``ROOT/<split>/``.
         coco: the pycocotools index over the file's contents (unchanged, except that missing
-            optional fields ``iscrowd``, ``num_keypoints`` and ``area`` get COCO's meaning so
+            optional fields ``iscrowd`` and ``num_keypoints`` get COCO's meaning and a missing
+            ``area`` becomes the box area, so
             that COCOeval can read them).
         category: the category entry that has ``keypoints`` (the person).
         keypoint_names: the category's keypoint names, in annotation order.

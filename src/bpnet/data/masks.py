@@ -26,8 +26,9 @@ def segmentation_rle(segmentation: Any, height: int, width: int) -> dict | None:
 
     Args:
         segmentation: a list of polygons ``[[x1, y1, x2, y2, ...], ...]`` (a single flat
-            polygon is accepted too), an uncompressed RLE ``{"counts": [..], "size": [h, w]}``
-            or a compressed RLE ``{"counts": "..." or b"...", "size": [h, w]}``.
+            polygon is accepted too, and so is a list of RLEs), an uncompressed RLE
+            ``{"counts": [..], "size": [h, w]}`` or a compressed RLE
+            ``{"counts": "..." or b"...", "size": [h, w]}``.
         height: image height in pixels.
         width: image width in pixels.
     """
@@ -41,6 +42,10 @@ def segmentation_rle(segmentation: Any, height: int, width: int) -> dict | None:
             return {"size": list(segmentation["size"]), "counts": counts.encode("ascii")}
         return segmentation
     polygons = list(segmentation)
+    if isinstance(polygons[0], dict):  # a list of RLE pieces, as pycocotools' annToRLE allows
+        pieces = [segmentation_rle(piece, height, width) for piece in polygons]
+        pieces = [p for p in pieces if p is not None]
+        return mask_utils.merge(pieces) if pieces else None
     if not isinstance(polygons[0], (list, tuple)):
         polygons = [polygons]
     # fewer than 3 points enclose nothing, and pycocotools would read 4 numbers as a box

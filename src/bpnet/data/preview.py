@@ -33,7 +33,8 @@ def write_previews(
     ignores (crowds, people without keypoints) are tinted red.
 
     Returns:
-        The written files, ``OUT/<image file stem>.jpg``.
+        The written files, ``OUT/<image id>_<image file stem>.jpg`` (the id keeps files of
+        the same name in different sub-folders apart).
     """
     if num < 1:
         raise DatasetError(f"--num must be >= 1, got {num}")
@@ -58,7 +59,7 @@ def write_previews(
         rows = [rows_of[int(a)] for a in record.annotation_ids]
         keypoints = data.table.keypoints[rows][:, order]  # (P, K, 3) in the pose's order
         drawn = draw_people(image, keypoints, pose)
-        path = out_dir / f"{Path(record.file_name).stem}.jpg"
+        path = out_dir / f"{record.image_id}_{Path(record.file_name).stem}.jpg"
         with atomic_path(path) as tmp:
             if not cv2.imwrite(str(tmp), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                 raise DatasetError(f"{path}: could not write the picture; check the folder")

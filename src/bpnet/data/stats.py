@@ -32,7 +32,9 @@ def dataset_stats(root: str | Path, split: str, *, check_images: bool = True) ->
     areas = np.array([entry.get("area", 0.0) for entry in entries], np.float64)
     image_index = np.searchsorted(np.asarray(data.image_ids), table.image_ids[labelled])
     labelled_per_image = np.bincount(image_index, minlength=len(data.image_ids))
-    hist_edges = [(0, 0), (1, 4), (5, 9), (10, 14), (15, num_kpts)]
+    # buckets of 5 keypoints (1-4, 5-9, ...), the last one ending at the category's count
+    hist_edges = [(max(lo, 1), min(lo + 4, num_kpts)) for lo in range(0, num_kpts + 1, 5)]
+    hist_edges = [(lo, hi) for lo, hi in hist_edges if lo <= hi]
     return {
         "dataset": str(data.ann_file),
         "split": split,
@@ -55,7 +57,7 @@ def dataset_stats(root: str | Path, split: str, *, check_images: bool = True) ->
             "mean": _round(per_person.mean()) if len(per_person) else 0.0,
             "histogram": {
                 f"{lo}-{hi}": int(((per_person >= lo) & (per_person <= hi)).sum())
-                for lo, hi in hist_edges[1:]
+                for lo, hi in hist_edges
             },
         },
         "keypoints": {

@@ -14,7 +14,6 @@ placed to a fraction of a pixel by a Gaussian fit on the raw output grid (see
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -501,32 +500,6 @@ def _offset(
     offset = np.where(has_minus & has_plus, both, np.where(has_plus, only_plus, only_minus))
     offset = np.where(ok & (has_minus | has_plus), offset, 0.0)
     return np.clip(offset, -1.0, 1.0)
-
-
-def average_maps(maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """Multi-scale inference: resize each scale's maps to one size and average them.
-
-    Every map must cover the same image region (crop any stride padding first); bicubic
-    resizing maps edge to edge, as TAO does. PAF vectors are directions, so resizing leaves
-    their lengths alone.
-
-    Args:
-        maps: (C, h_i, w_i) maps of one kind (heatmaps or PAFs), one per scale.
-        size: (height, width) of the result, usually the largest scale's grid.
-
-    Returns:
-        (C, height, width) float32 mean.
-    """
-    if not maps:
-        raise ValueError("average_maps needs at least one map")
-    height, width = size
-    total = np.zeros((height, width, maps[0].shape[0]), np.float32)
-    for m in maps:
-        hwc = np.ascontiguousarray(_clean(m).transpose(1, 2, 0))
-        if hwc.shape[:2] != (height, width):
-            hwc = cv2.resize(hwc, (width, height), interpolation=cv2.INTER_CUBIC)
-        total += hwc.reshape(total.shape)
-    return np.ascontiguousarray((total / len(maps)).transpose(2, 0, 1))
 
 
 def _clean(array: np.ndarray) -> np.ndarray:

@@ -8,10 +8,16 @@ import io
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
-from bpnet.data.coco import CocoSplit
+from bpnet.data.coco import CocoSplit, keypoint_order
 from bpnet.errors import DatasetError
+from bpnet.pose import PoseConfig
 
 MAX_DETS = 20  # COCO's keypoint protocol: at most 20 people per image are scored
+COCO_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
@@ -41,12 +47,16 @@ def detections_for_image(
     return out
 
 
-def coco_keypoint_ap(split: CocoSplit, detections: list[dict]) -> tuple[dict, str]:
+def coco_keypoint_ap(
+    split: CocoSplit, detections: list[dict], sigmas: np.ndarray | None = None
+) -> tuple[dict, str]:
     """Score detections against a split's ground truth.
 
     Args:
         split: the loaded ground truth.
         detections: COCO keypoint result records (:func:`detections_for_image`).
+        sigmas: (K,) OKS sigmas in the file's keypoint order; None means COCO's, which only
+            fit the 17 COCO keypoints.
 
     Returns:
         (metrics, summary): ``AP``, ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ``AR50``,
@@ -54,7 +64,8 @@ def coco_keypoint_ap(split: CocoSplit, detections: list[dict]) -> tuple[dict, st
         class), and pycocotools' standard summary lines.
 
     Raises:
-        DatasetError: the split has no images, or a detection names an unknown image.
+        DatasetError: the split has no images, a detection names an unknown image, or the
+            keypoints are not COCO's and no sigmas are given.
     """
     if not split.image_ids:
         raise DatasetError(
@@ -67,14 +78,22 @@ def coco_keypoint_ap(split: CocoSplit, detections: list[dict]) -> tuple[dict, st
             f"detections name image id {unknown[0]} ({len(unknown)} unknown ids in all), which "
             f"{split.ann_file} does not list; evaluate against the split they were made on"
         )
+    if sigmas is None and tuple(split.keypoint_names) != COCO_KEYPOINTS:
+        raise DatasetError(
+            f"{split.ann_file}: its {len(split.keypoint_names)} keypoints are not COCO's 17, so "
+            "COCO's OKS sigmas do not apply; list oks_sigmas (one per dataset keypoint) in the "
+            "pose config"
+        )
     category_id = split.category["id"]
-    if not detections:  # pycocotools cannot load an empty result list: nothing found scores 0
-        metrics = dict.fromkeys(METRIC_NAMES, 0.0)
-        return metrics, "no detections: every metric is 0"
+    if not detections:  # pycocotools cannot load an empty result list
+        return _nothing_found(split), "no detections: AP and AR are 0 where there are people"
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet):
-        results = split.coco.loadRes(detections)
+        # loadRes adds area, id and bbox to the records it is given: keep ours as they are
+        results = split.coco.loadRes([dict(d) for d in detections])
         evaluator = COCOeval(split.coco, results, iouType="keypoints")
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
         evaluator.params.catIds = [category_id]
         evaluator.params.imgIds = list(split.image_ids)
         evaluator.params.maxDets = [MAX_DETS]
@@ -86,3 +105,36 @@ def coco_keypoint_ap(split: CocoSplit, detections: list[dict]) -> tuple[dict, st
     # pycocotools writes -1 where a size class has no people: undefined, not zero
     stats = [float(s) if s >= 0 else None for s in evaluator.stats]
     return dict(zip(METRIC_NAMES, stats, strict=True)), summary.getvalue().rstrip()
+
+
+def _nothing_found(split: CocoSplit) -> dict:
+    """Metrics when there are no detections: 0, or None where the split has no such people."""
+    table = split.table
+    people = ~table.iscrowd & (table.num_keypoints > 0)
+    areas = np.array([table.entries[i].get("area", 0.0) for i in np.flatnonzero(people)])
+    present = {
+        "": len(areas) > 0,
+        "m": bool(((areas >= 32**2) & (areas < 96**2)).any()),
+        "l": bool((areas >= 96**2).any()),
+    }
+    size_of = {"APm": "m", "ARm": "m", "APl": "l", "ARl": "l"}
+    return {name: 0.0 if present[size_of.get(name, "")] else None for name in METRIC_NAMES}
+
+
+def oks_sigmas_for(split: CocoSplit, pose: PoseConfig) -> np.ndarray | None:
+    """The pose config's OKS sigmas in the file's keypoint order (None: COCO's own).
+
+    Raises:
+        DatasetError: the pose config's sigmas leave some of the file's keypoints uncovered.
+    """
+    if pose.oks_sigmas is None:
+        return None
+    order = keypoint_order(split, pose)  # file column of each pose dataset keypoint
+    if len(set(order.tolist())) != len(split.keypoint_names):
+        raise DatasetError(
+            f"{split.ann_file}: pose config '{pose.name}' gives oks_sigmas for "
+            f"{len(order)} of the file's {len(split.keypoint_names)} keypoints; list them all"
+        )
+    sigmas = np.empty(len(split.keypoint_names), np.float64)
+    sigmas[order] = pose.oks_sigmas
+    return sigmas

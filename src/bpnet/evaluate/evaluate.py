@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,14 @@ from bpnet.data.coco import build_records, keypoint_order, load_coco_split
 from bpnet.data.dataset import read_image
 from bpnet.decode import DecoderParams
 from bpnet.errors import DatasetError
-from bpnet.evaluate.coco_eval import METRIC_NAMES, coco_keypoint_ap, detections_for_image
+from bpnet.evaluate.coco_eval import (
+    METRIC_NAMES,
+    coco_keypoint_ap,
+    detections_for_image,
+    oks_sigmas_for,
+)
 from bpnet.inference.pipeline import MapSource, full_resolution, input_geometry, predict_people
-from bpnet.io import read_json, write_json_atomic, write_text_atomic
+from bpnet.io import check_output_dir, read_json, write_json_atomic, write_text_atomic
 from bpnet.pose import PoseConfig
 
 DETECTIONS_FILE = "detections_coco_format.json"
@@ -65,6 +71,7 @@ def evaluate(
     Raises:
         DatasetError: missing image files, an empty image list, a malformed annotation file.
     """
+    check_output_dir(results_dir)
     data = load_coco_split(root, split, check_images=True)
     if not data.image_ids:
         raise DatasetError(f"{data.ann_file}: the 'images' list is empty; nothing to evaluate")
@@ -89,7 +96,7 @@ def evaluate(
         detections += detections_for_image(
             record.image_id, keypoints, people.scores, data.category["id"]
         )
-    metrics, summary = coco_keypoint_ap(data, detections)
+    metrics, summary = coco_keypoint_ap(data, detections, oks_sigmas_for(data, pose))
     images = len(records)
     timings = {f"{k}_ms_per_image": round(1000 * v / images, 2) for k, v in seconds.items()}
     info = {
@@ -105,24 +112,60 @@ def evaluate(
 
 
 def evaluate_detections(
-    root: str | Path, split: str, detections_file: str | Path, results_dir: str | Path
+    root: str | Path,
+    split: str,
+    detections_file: str | Path,
+    results_dir: str | Path,
+    pose: PoseConfig | None = None,
 ) -> EvalReport:
-    """Score an existing COCO keypoint results file (ours, OpenPose's, an engine's)."""
+    """Score an existing COCO keypoint results file (ours, OpenPose's, an engine's).
+
+    Args:
+        pose: gives the OKS sigmas when the keypoints are not COCO's 17.
+
+    Raises:
+        DatasetError: a malformed results file (names the entry and field), unknown image ids.
+    """
+    check_output_dir(results_dir)
     data = load_coco_split(root, split, check_images=False)
     path = Path(detections_file)
     detections = read_json(path)
-    if not isinstance(detections, list) or not all(
-        isinstance(d, dict) and {"image_id", "keypoints", "score"} <= d.keys() for d in detections
-    ):
-        raise DatasetError(
-            f"{path}: expected a COCO results list of {{image_id, category_id, keypoints, score}}"
-        )
-    metrics, summary = coco_keypoint_ap(data, detections)
+    _check_detections(detections, path, data.category["id"], 3 * len(data.keypoint_names))
+    sigmas = oks_sigmas_for(data, pose) if pose is not None else None
+    metrics, summary = coco_keypoint_ap(data, detections, sigmas)
     info = {"source": str(path), "mode": "detections_file", "dataset": str(data.ann_file),
             "images": len(data.image_ids), "detections": len(detections)}  # fmt: skip
     report = EvalReport(metrics, summary, {}, info)
     write_results(results_dir, report, detections, None)
     return report
+
+
+def _check_detections(detections: object, path: Path, category_id: int, values: int) -> None:
+    """Every record must be what COCOeval reads; the first bad one is named."""
+    if not isinstance(detections, list):
+        raise DatasetError(f"{path}: expected a JSON list of COCO keypoint results")
+
+    def number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    for i, d in enumerate(detections):
+        if not isinstance(d, dict):
+            raise DatasetError(f"{path}: [{i}] is not an object; expected COCO keypoint results")
+        for key in ("image_id", "category_id", "keypoints", "score"):
+            if key not in d:
+                raise DatasetError(f"{path}: [{i}].{key} is missing")
+        if not isinstance(d["image_id"], int) or isinstance(d["image_id"], bool):
+            raise DatasetError(f"{path}: [{i}].image_id must be an integer image id")
+        if d["category_id"] != category_id:
+            raise DatasetError(
+                f"{path}: [{i}].category_id is {d['category_id']!r}, but the split's keypoint "
+                f"category is {category_id}"
+            )
+        kpts = d["keypoints"]
+        if not (isinstance(kpts, list) and len(kpts) == values and all(map(number, kpts))):
+            raise DatasetError(f"{path}: [{i}].keypoints must be {values} finite numbers")
+        if not number(d["score"]):
+            raise DatasetError(f"{path}: [{i}].score must be a finite number")
 
 
 def write_results(

@@ -19,7 +19,7 @@ from bpnet.config.inference import InferenceSpec
 from bpnet.config.spec import STRIDE
 from bpnet.data.coco import ImageRecord
 from bpnet.data.transforms import apply_affine, invert_affine, letterbox_matrix, transform_keypoints
-from bpnet.decode import DecoderParams, People, average_maps, decode
+from bpnet.decode import DecoderParams, People, decode
 from bpnet.pose import PoseConfig
 from bpnet.targets import encode
 
@@ -155,7 +155,7 @@ def fuse_scales(
         m = grid @ _h(t_input.matrix) @ _h(invert_affine(source.matrix)) @ np.linalg.inv(grid)
         heat.append(_warp(heatmaps, m[:2], (h, w)))
         pafs.append(_warp(paf, m[:2], (h, w)))
-    return average_maps(heat, (h, w)), average_maps(pafs, (h, w)), t_input
+    return np.mean(heat, axis=0), np.mean(pafs, axis=0), t_input
 
 
 def _warp(maps: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -13,9 +13,9 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from bpnet.errors import SpecError
+from bpnet.io import read_yaml
 
 DEFAULT_POSE_CONFIG = Path(__file__).parent / "configs" / "bpnet_18joints.yaml"
 
@@ -39,6 +39,8 @@ class PoseConfig:
         joints: network joints in heatmap channel order.
         limbs: (a, b) joint indices; limb i owns PAF channels 2i (x) and 2i+1 (y), a -> b.
         flip_pairs: (left, right) joint indices that swap under a horizontal flip.
+        oks_sigmas: per dataset keypoint, the OKS falloff COCO evaluation uses; None means
+            COCO's own values (only valid for the 17 COCO keypoints).
     """
 
     name: str
@@ -46,6 +48,7 @@ class PoseConfig:
     joints: tuple[Joint, ...]
     limbs: tuple[tuple[int, int], ...]
     flip_pairs: tuple[tuple[int, int], ...]
+    oks_sigmas: tuple[float, ...] | None = None
 
     @property
     def num_joints(self) -> int:
@@ -67,11 +70,6 @@ class PoseConfig:
     @property
     def joint_names(self) -> tuple[str, ...]:
         return tuple(j.name for j in self.joints)
-
-    @property
-    def limb_names(self) -> tuple[tuple[str, str], ...]:
-        names = self.joint_names
-        return tuple((names[a], names[b]) for a, b in self.limbs)
 
     @cached_property
     def flip_permutation(self) -> np.ndarray:
@@ -128,7 +126,7 @@ class PoseConfig:
         """Map network joints back to dataset keypoints (e.g. COCO 17 for evaluation).
 
         Args:
-            joints: (P, J, C) in joint order; C is 3 (x, y, v) or 3 (x, y, score).
+            joints: (P, J, C) in joint order, C = 3: (x, y, v) or (x, y, score).
 
         Returns:
             (P, K, C) in dataset keypoint order; keypoints no single joint provides are zeros.
@@ -149,12 +147,7 @@ def load_pose_config(path: str | Path | None = None) -> PoseConfig:
         SpecError: naming the file and field when the skeleton is inconsistent.
     """
     path = Path(path) if path is not None else DEFAULT_POSE_CONFIG
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: pose config not found; pass an existing YAML file") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML ({_one_line(err)}); fix the syntax") from None
+    raw = read_yaml(path, "pose config")
     return parse_pose_config(raw, source=str(path))
 
 
@@ -166,7 +159,7 @@ def parse_pose_config(raw: object, source: str = "<pose config>") -> PoseConfig:
 
     if not isinstance(raw, dict):
         raise fail("<top>", "expected a mapping with keys name, dataset_keypoints, joints, limbs")
-    known = {"name", "dataset_keypoints", "joints", "limbs", "flip_pairs"}
+    known = {"name", "dataset_keypoints", "joints", "limbs", "flip_pairs", "oks_sigmas"}
     for key in raw:
         if key not in known:
             raise fail(key, f"unknown key; expected one of {sorted(known)}")
@@ -228,8 +221,17 @@ def parse_pose_config(raw: object, source: str = "<pose config>") -> PoseConfig:
         joints=tuple(joints),
         limbs=limbs,
         flip_pairs=flip_pairs,
+        oks_sigmas=_oks_sigmas(raw.get("oks_sigmas"), len(dataset_keypoints), fail),
     )
 
 
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())
+def _oks_sigmas(value: object, count: int, fail) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, list)
+        and len(value) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise fail("oks_sigmas", f"expected {count} positive numbers, one per dataset keypoint")
+    return tuple(float(v) for v in value)

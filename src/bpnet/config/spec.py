@@ -199,7 +199,7 @@ class BackboneAttributes:
     # scaled widths are rounded to a multiple of 8 (at least 8)
     width_multiplier: float = 1.0
     # vgg only: False downsamples with stride-2 convs instead of max-pools, as TAO's
-    # VggNet(use_pooling=False) does (same parameters, fewer MACs)
+    # VggNet(use_pooling=False) does (same parameters and conv MACs, no pooling pass)
     use_pooling: bool = True
 
     def __post_init__(self):

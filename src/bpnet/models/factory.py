@@ -1,0 +1,108 @@
+"""One way to build a model: from the spec's ``model`` section and the pose config."""
+
+from __future__ import annotations
+
+import torch
+
+from bpnet.config.spec import ModelConfig
+from bpnet.models.arch import ARCH_FORMAT
+from bpnet.models.backbones import (
+    RESNET_BLOCKS,
+    Width,
+    openpose_backbone,
+    resnet_backbone,
+    vgg_backbone,
+)
+from bpnet.models.heads import lite_stages, openpose_stages
+from bpnet.models.posenet import PoseNet, model_from_arch
+from bpnet.pose import PoseConfig
+
+
+def build_model(config: ModelConfig, pose: PoseConfig) -> PoseNet:
+    """Build the network a spec describes, with random weights.
+
+    Output channels come from the pose config (``pose.num_heatmap_channels``,
+    ``pose.num_paf_channels``), so a custom skeleton needs no code change. When
+    ``config.data_format`` is ``channels_last`` the weights are laid out channels_last
+    (feed channels_last inputs too for speed).
+
+    Example:
+        >>> spec = load_experiment_spec("specs/synthetic_demo.yaml")  # doctest: +SKIP
+        >>> model = build_model(spec.model, resolve_pose_config(spec.dataloader))  # doctest: +SKIP
+        >>> outputs = model(images)  # [(heatmaps, pafs)] per stage  # doctest: +SKIP
+
+    Args:
+        config: ``spec.model`` (architecture, mtype, stages, widths, kernels, attention).
+        pose: the skeleton.
+
+    Returns:
+        The model; ``model.arch`` rebuilds it with :func:`model_from_arch`.
+    """
+    model = model_from_arch(make_arch(config, pose))
+    if config.data_format == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_arch(config: ModelConfig, pose: PoseConfig) -> dict:
+    """The arch (plain data) of the network a spec describes; see :mod:`bpnet.models.arch`.
+
+    Presets by ``backbone_attributes.architecture`` / ``mtype``:
+
+    * ``vgg`` / ``default``: TAO BodyPoseNet (VGG19-BN backbone + lite stages).
+    * ``resnet`` / ``resnet18`` (= ``default``), ``resnet10``: residual backbone + lite stages.
+    * ``openpose`` / ``openpose_coco`` (= ``default``): CMU OpenPose COCO; the published
+      network is ``stages: 6`` with the default ``num_filters`` (128) and kernels
+      (five 7x7); biases and no BN whatever ``use_bias`` says.
+    """
+    attrs = config.backbone_attributes
+    width = scaled_width(attrs.width_multiplier)
+    heads = {
+        "num_heatmaps": pose.num_heatmap_channels,
+        "num_pafs": pose.num_paf_channels,
+        "width": width,
+        "num_filters": config.num_filters,
+        "stage_kernel_sizes": tuple(config.stage_kernel_sizes),
+        "use_self_attention": config.use_self_attention,
+    }
+    if attrs.architecture == "openpose":
+        backbone = openpose_backbone(width)
+        stages = openpose_stages(config.stages, **heads)
+    else:
+        if attrs.architecture == "vgg":
+            backbone = vgg_backbone(
+                width,
+                backbone_bias=attrs.use_bias,
+                head_bias=config.use_bias,
+                use_pooling=attrs.use_pooling,
+            )
+        else:
+            blocks = RESNET_BLOCKS["resnet18" if attrs.mtype == "default" else attrs.mtype]
+            backbone = resnet_backbone(
+                width, blocks=blocks, backbone_bias=attrs.use_bias, head_bias=config.use_bias
+            )
+        stages = lite_stages(config.stages, bias=config.use_bias, **heads)
+    return {
+        "format": ARCH_FORMAT,
+        "architecture": attrs.architecture,
+        "mtype": attrs.mtype,
+        "num_heatmaps": pose.num_heatmap_channels,
+        "num_pafs": pose.num_paf_channels,
+        "backbone": backbone,
+        "stages": stages,
+    }
+
+
+def scaled_width(multiplier: float) -> Width:
+    """Nominal width -> built width: ``round(w * multiplier)`` to a multiple of 8, at least 8.
+
+    Multiples of 8 keep vectorised CPU kernels and tensor cores busy; 1.0 keeps every
+    nominal width as it is.
+    """
+
+    def width(nominal: int) -> int:
+        if multiplier == 1.0:
+            return nominal
+        return max(8, round(nominal * multiplier / 8) * 8)
+
+    return width

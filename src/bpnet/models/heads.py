@@ -1,0 +1,112 @@
+"""Stage presets (heatmap + PAF prediction), written as arch stage lists.
+
+Two layouts:
+
+* ``lite_stages`` - TAO BodyPoseNet ("BpNetLite"): a trunk shared by both branches.
+  Stage 1: 3x3 convs (``stage1_kernels``) of ``num_filters``, then per branch a 1x1 512
+  and a 1x1 output. Stage t >= 2: input concat[F, heatmaps, PAFs]; convs of
+  ``stage_kernel_sizes`` (default five 7x7) of ``num_filters``, then per branch a 1x1
+  ``num_filters``, the optional self-attention gate (3x3, sigmoid for heatmaps, tanh for
+  PAFs) and a 1x1 output.
+* ``openpose_stages`` - CMU OpenPose: two separate branches in every stage. Stage 1:
+  three 3x3 convs of ``num_filters``, 1x1 512, 1x1 output. Stage t >= 2: input
+  concat[PAFs, heatmaps, F]; convs of ``stage_kernel_sizes``, 1x1 ``num_filters``, 1x1 output.
+
+Output convs have no activation and keep ``num_heatmaps`` / ``num_pafs`` channels whatever
+the width multiplier.
+"""
+
+from __future__ import annotations
+
+from bpnet.models.backbones import Width, conv
+
+STAGE1_KERNELS = (3, 3, 3)
+STAGE1_BRANCH_WIDTH = 512  # nominal width of stage 1's 1x1 branch conv (TAO and CMU)
+
+
+def _branch(convs: list[dict], out: int, *, bias: bool, attention: dict | None = None) -> dict:
+    return {
+        "convs": convs,
+        "attention": attention,
+        "out": conv("out", out, 1, bias=bias, bn=False, act="none"),
+    }
+
+
+def lite_stages(
+    num_stages: int,
+    *,
+    num_heatmaps: int,
+    num_pafs: int,
+    width: Width,
+    num_filters: int,
+    stage_kernel_sizes: tuple[int, ...],
+    use_self_attention: bool,
+    bias: bool,
+) -> list[dict]:
+    """TAO BodyPoseNet's stages (see the module docstring); ``num_filters`` is nominal."""
+    filters = width(num_filters)
+    stages = []
+    for index in range(num_stages):
+        first = index == 0
+        kernels = STAGE1_KERNELS if first else stage_kernel_sizes
+        trunk = [
+            conv(f"conv{i + 1}", filters, k, bias=bias, bn=False) for i, k in enumerate(kernels)
+        ]
+        branch_width = width(STAGE1_BRANCH_WIDTH) if first else filters
+        hidden = f"conv{len(kernels) + 1}"
+        branches = {}
+        for name, out, gate in (("heatmap", num_heatmaps, "sigmoid"), ("paf", num_pafs, "tanh")):
+            attention = None
+            if use_self_attention and not first:  # TAO gates refinement stages only
+                attention = conv("attention", branch_width, 3, bias=bias, bn=False, act=gate)
+            branches[name] = _branch(
+                [conv(hidden, branch_width, 1, bias=bias, bn=False)],
+                out,
+                bias=bias,
+                attention=attention,
+            )
+        stages.append(
+            {
+                "inputs": ["features"] if first else ["features", "heatmaps", "pafs"],
+                "trunk": trunk,
+                **branches,
+            }
+        )
+    return stages
+
+
+def openpose_stages(
+    num_stages: int,
+    *,
+    num_heatmaps: int,
+    num_pafs: int,
+    width: Width,
+    num_filters: int,
+    stage_kernel_sizes: tuple[int, ...],
+    use_self_attention: bool = False,
+) -> list[dict]:
+    """CMU OpenPose's two-branch stages (see the module docstring); biases, no BN."""
+    filters = width(num_filters)
+    stages = []
+    for index in range(num_stages):
+        first = index == 0
+        kernels = STAGE1_KERNELS if first else stage_kernel_sizes
+        last_width = width(STAGE1_BRANCH_WIDTH) if first else filters
+        branches = {}
+        for name, out, gate in (("heatmap", num_heatmaps, "sigmoid"), ("paf", num_pafs, "tanh")):
+            convs = [
+                conv(f"conv{i + 1}", filters, k, bias=True, bn=False) for i, k in enumerate(kernels)
+            ]
+            convs.append(conv(f"conv{len(kernels) + 1}", last_width, 1, bias=True, bn=False))
+            attention = None
+            if use_self_attention and not first:
+                attention = conv("attention", last_width, 3, bias=True, bn=False, act=gate)
+            branches[name] = _branch(convs, out, bias=True, attention=attention)
+        stages.append(
+            {
+                "inputs": ["features"] if first else ["pafs", "heatmaps", "features"],
+                "trunk": [],
+                **branches,
+            }
+        )
+    return stages

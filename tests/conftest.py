@@ -2,6 +2,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# pytest runs with -n 2 on 2 cores: more than one thread per worker oversubscribes the CPU and
+# makes small convolutions up to 100x slower
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 # The real COCO fixture lives beside the repository (../shared); BPNET_COCO_FIXTURE overrides.

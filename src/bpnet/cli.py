@@ -135,13 +135,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             )
             resolution, label = args.oracle_resolution, "oracle"
         else:
+            from bpnet.inference.runtime import load_model
+
             model = args.model or spec.model_path
             if model is None:
                 raise BpnetError("bpnet evaluate: give a model with -m MODEL, or use --oracle")
-            raise BpnetError(
-                f"{model}: bpnet cannot load trained models yet (they arrive with `bpnet "
-                "train`); use --oracle to evaluate the decoder on the ground truth"
-            )
+            loaded = load_model(model)
+            pose, train_spec = loaded.pose, loaded.train_spec  # what the model was trained with
+            source = loaded.source(stage=spec.output_stage_to_use, bf16=args.bf16)
+            resolution, label = "network", str(model)
         report = evaluate(
             args.root, args.split, args.results_dir, source, pose, spec,
             resolution=resolution, label=label,
@@ -158,9 +160,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from bpnet.config import load_experiment_spec
-    from bpnet.train import train
     from bpnet.train.distributed import launch, needs_launch
+    from bpnet.train.trainer import train
 
+    spec = load_experiment_spec(args.spec, args.overrides)  # a bad spec fails once, here
     if needs_launch(args.gpus, args.nodes):
         # the same command again, once per process, under torchrun (which sets LOCAL_RANK)
         argv = ["train", "-e", str(args.spec), "-r", str(args.results_dir)]
@@ -170,7 +173,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             argv, nproc_per_node=args.gpus, nnodes=args.nodes, node_rank=args.node_rank,
             master_addr=args.master_addr, master_port=args.master_port,
         )  # fmt: skip
-    spec = load_experiment_spec(args.spec, args.overrides)
     summary = train(spec, args.results_dir, root=args.root, spec_path=args.spec)
     if summary["rank"] == 0 and summary["validation"] is not None:
         print(f"last validation: AP {_fmt(summary['validation'].get('AP'))}")
@@ -334,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--oracle-resolution", choices=("network", "full"), default="network",
         help="oracle at the network inputs the spec describes, or at full image resolution",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--bf16", action="store_true",
+        help="run the model under bfloat16 autocast with channels-last memory (much faster on "
+        "CPUs with AVX-512 BF16 / AMX)",
     )  # fmt: skip
     evaluate.add_argument(
         "--detections", type=Path, default=None,

@@ -1,0 +1,184 @@
+"""Checkpoints: one plain dict per file, written atomically, read with ``weights_only=True``.
+
+A checkpoint holds data only, never a pickled module, so a pruned model reloads from its own
+per-layer widths (``arch``) and a file cannot run code when it is opened::
+
+    {"format": "bpnet-checkpoint", "version": 1,
+     "arch": {...},                   # model.arch: rebuilds the network (model_from_arch)
+     "state_dict": {...},             # model weights, on CPU
+     "optimizer": {...} | None,       # optimiser state (resume)
+     "scheduler": {...} | None,       # LR scheduler state (resume)
+     "scaler": {...} | None,          # fp16 GradScaler state (resume)
+     "epoch": int, "step": int,       # epochs and optimiser steps completed
+     "spec": {...} | None,            # the resolved experiment spec (to_dict)
+     "pose": {...} | None,            # the skeleton, in pose-config file form
+     "metrics": {...},                # e.g. the epoch's mean loss and validation AP
+     ...}                             # extra keys
+
+Training writes ``model_epoch_NNN.pth`` into the results folder; the newest one is found by
+scanning (no pointer file that could disagree with the folder). A save goes to a temporary
+file in the same folder, is flushed to disk, and is renamed over the target: a crash at any
+moment leaves the previous files intact and never a truncated checkpoint under a real name.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bpnet.config import to_dict
+from bpnet.errors import BpnetError
+from bpnet.io import write_with_atomic
+from bpnet.pose import PoseConfig
+
+FORMAT = "bpnet-checkpoint"
+VERSION = 1
+_EPOCH_FILE = re.compile(r"model_epoch_(\d+)\.pth")
+
+
+def checkpoint_path(results_dir: str | os.PathLike, epoch: int) -> Path:
+    """``results_dir/model_epoch_NNN.pth`` for a (1-based) completed epoch."""
+    return Path(results_dir) / f"model_epoch_{epoch:03d}.pth"
+
+
+def list_checkpoints(results_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(epoch, path) of every epoch checkpoint in the folder, oldest first.
+
+    Temporary files of an interrupted save (hidden ``.model_epoch_*`` names) do not match.
+    """
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = _EPOCH_FILE.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(results_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint of the highest epoch in the folder, or None."""
+    found = list_checkpoints(results_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(results_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest epoch checkpoints; return the deleted paths."""
+    found = list_checkpoints(results_dir)
+    doomed = [path for _, path in found[: max(len(found) - keep, 0)]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
+def pose_to_dict(pose: PoseConfig) -> dict:
+    """The skeleton in pose-config file form (:func:`bpnet.pose.skeleton.parse_pose_config`)."""
+    names = [joint.name for joint in pose.joints]
+    return {
+        "name": pose.name,
+        "dataset_keypoints": list(pose.dataset_keypoints),
+        "joints": [{"name": j.name, "from": list(j.sources)} for j in pose.joints],
+        "limbs": [[names[a], names[b]] for a, b in pose.limbs],
+        "flip_pairs": [[names[a], names[b]] for a, b in pose.flip_pairs],
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: dict | None = None,
+    scaler: dict | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    spec: Any = None,
+    pose: PoseConfig | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint atomically (module docstring) and return its path.
+
+    Args:
+        path: target file.
+        model: the network (unwrapped: a DDP wrapper's ``.module``); needs ``.arch``.
+        optimizer: saved for resuming when given.
+        scheduler: an LR scheduler's ``state_dict()``.
+        scaler: a GradScaler's ``state_dict()`` (fp16 training).
+        epoch: epochs completed.
+        step: optimiser steps completed.
+        spec: the resolved experiment spec (a dataclass; stored as a plain dict).
+        pose: the skeleton the heads were trained for.
+        metrics: numbers worth keeping with the weights (losses, AP).
+        extra: more plain-data keys.
+    """
+    arch = getattr(model, "arch", None)
+    if arch is None:
+        raise TypeError("save_checkpoint: the model has no .arch; pass the unwrapped PoseNet")
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": arch,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler,
+        "scaler": scaler,
+        "epoch": int(epoch),
+        "step": int(step),
+        "spec": to_dict(spec) if spec is not None else None,
+        "pose": pose_to_dict(pose) if pose is not None else None,
+        "metrics": dict(metrics or {}),
+        **(extra or {}),
+    }
+    # a temporary file, flushed to disk, then renamed: never a partial file under the name
+    write_with_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors on ``map_location``).
+
+    Raises:
+        BpnetError: the file is missing, unreadable, truncated, or not a bpnet checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BpnetError(f"{path}: checkpoint not found; check the path")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise BpnetError(
+            f"{path}: not a readable checkpoint ({reason}); it may be truncated or not a bpnet "
+            "model: use another file, or delete it to resume from the previous epoch"
+        ) from None
+    if not (isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT):
+        raise BpnetError(
+            f"{path}: not a bpnet checkpoint (no '{FORMAT}' marker); pass a model_epoch_*.pth "
+            "written by bpnet train or bpnet prune"
+        )
+    if checkpoint.get("version", 0) > VERSION:
+        raise BpnetError(
+            f"{path}: checkpoint format version {checkpoint['version']} is newer than this "
+            f"bpnet reads ({VERSION}); upgrade bpnet"
+        )
+    return checkpoint
+
+
+__all__ = [
+    "checkpoint_path",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "pose_to_dict",
+    "prune_checkpoints",
+    "save_checkpoint",
+]

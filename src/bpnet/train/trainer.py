@@ -1,0 +1,410 @@
+"""`bpnet train`: TAO BodyPoseNet's training, as one loop that reads top to bottom.
+
+Per step: encode the batch's targets, run the network (under autocast when mixed precision is
+on), masked L2 of every stage (:mod:`bpnet.loss`) plus kernel regularisation, backward, step,
+and move the LR schedule. Every ``checkpoint_n_epoch`` epochs a checkpoint is written; every
+``validation_every_n_epoch`` epochs the model is scored (COCO keypoint AP) on the val split.
+
+Rerunning the same command resumes from the newest checkpoint in the results folder (TAO's
+behaviour) with the result of an uninterrupted run: weights, optimiser, LR schedule and
+scaler come from the checkpoint, and each sample's order and augmentation depend only on
+``(random_seed, epoch, index)``.
+
+Files in the results folder: ``experiment_spec.yaml`` (the resolved spec),
+``model_epoch_NNN.pth``, ``metrics.jsonl``, ``loss_curve.png`` and ``validation/`` (the last
+validation's result files).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from bpnet.config import ExperimentSpec, load_inference_spec, resolve_pose_config, save_spec
+from bpnet.config.inference import InferenceSpec
+from bpnet.data.coco import split_paths
+from bpnet.data.dataset import build_dataloader
+from bpnet.errors import BpnetError, DatasetError, SpecError
+from bpnet.evaluate.evaluate import evaluate
+from bpnet.inference.torch_source import TorchSource
+from bpnet.io import check_output_dir
+from bpnet.loss import pose_loss, regularization
+from bpnet.models import build_model, load_state_checked, model_from_arch
+from bpnet.pose import PoseConfig
+from bpnet.targets import encode_batch
+from bpnet.train.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from bpnet.train.distributed import DistInfo, all_mean, init_distributed, shutdown_distributed
+from bpnet.train.monitor import MetricsLog, Progress, plot_loss_curve
+from bpnet.train.optim import build_optimizer
+from bpnet.train.schedules import build_scheduler
+
+METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "loss_curve.png"
+SPEC_FILE = "experiment_spec.yaml"
+
+
+def train(
+    spec: ExperimentSpec,
+    results_dir: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    spec_path: str | os.PathLike | None = None,
+    stream: TextIO | None = None,
+) -> dict:
+    """Train (or resume training) the spec's model; every process of a torchrun job calls it.
+
+    Args:
+        spec: the experiment spec.
+        results_dir: checkpoints, logs and the resolved spec go here; a checkpoint already
+            there is resumed from.
+        root: dataset root; ``dataloader.dataset_config.root_data_path`` when None.
+        spec_path: the spec file, for the log.
+        stream: where the progress lines go (stdout by default; only rank 0 prints).
+
+    Returns:
+        A summary: ``epochs`` completed, ``steps``, ``resumed_from`` (epoch or None), the last
+        epoch's mean ``loss``, ``images_per_s``, last ``validation`` metrics, ``checkpoint``,
+        ``rank`` and ``world_size``.
+
+    Raises:
+        BpnetError: bad spec or data, an unreadable checkpoint, or a loss that became NaN/inf.
+
+    Example:
+        >>> spec = load_experiment_spec("specs/synthetic_demo.yaml")  # doctest: +SKIP
+        >>> train(spec, "runs/demo/train")["loss"]  # doctest: +SKIP
+    """
+    owns_group = not torch_dist.is_initialized()
+    dist = init_distributed()
+    try:
+        return _train(spec, Path(results_dir), root, spec_path, dist, stream or sys.stdout)
+    finally:
+        if owns_group:
+            shutdown_distributed()
+
+
+def _train(
+    spec: ExperimentSpec,
+    results_dir: Path,
+    root: str | os.PathLike | None,
+    spec_path: str | os.PathLike | None,
+    dist: DistInfo,
+    out: TextIO,
+) -> dict:
+    def say(text: str) -> None:
+        if dist.is_main:
+            print(text, file=out, flush=True)
+
+    check_output_dir(results_dir)
+    seed_everything(spec.random_seed)
+    pose = resolve_pose_config(spec.dataloader)
+    root = _dataset_root(spec, root)
+    spec = _with_root(spec, root)  # the saved spec names the data it was trained on
+    loader = build_dataloader(
+        spec, root, train=True, pose=pose, rank=dist.rank, world_size=dist.world_size,
+        pin_memory=dist.device.type == "cuda",
+    )  # fmt: skip
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise DatasetError(
+            f"{root}: {len(loader.dataset)} training samples make no full batch of "
+            f"{spec.dataloader.batch_size} per process ({dist.world_size} processes); lower "
+            "dataloader.batch_size"
+        )
+    batch_images = spec.dataloader.batch_size * dist.world_size  # per step, all processes
+
+    resume = latest_checkpoint(results_dir)
+    model, checkpoint = build_training_model(spec, pose, resume, say)
+    channels_last = spec.model.data_format == "channels_last"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(dist.device, memory_format=memory_format)
+    if dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: time the kernels once
+    net = wrap_distributed(model, dist)  # what runs forward; `model` is what gets saved
+    optimizer = build_optimizer(spec.optimizer, model, stagewise=spec.use_stagewise_lr_multipliers)
+    scheduler = build_scheduler(
+        optimizer, spec.optimizer.learning_rate_schedule,
+        total_steps=spec.num_epoch * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+    amp_dtype = autocast_dtype(spec.mixed_precision, dist.device, say)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
+    start_epoch, step = 0, 0
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+        say(f"resuming from {resume} (epoch {start_epoch}/{spec.num_epoch}, step {step})")
+    log = None
+    if dist.is_main:
+        save_spec(spec, results_dir / SPEC_FILE)
+        log = MetricsLog(results_dir / METRICS_FILE, keep_until_step=step)
+    say(
+        f"training {spec.num_epoch} epochs x {steps_per_epoch} steps of {batch_images} images "
+        f"on {dist.world_size} x {dist.device.type}"
+        + (f" ({amp_dtype})" if amp_dtype else "")
+        + (f"; spec {spec_path}" if spec_path else "")
+    )
+
+    labels = spec.dataloader.label_processor_config
+    summary = {"resumed_from": start_epoch if checkpoint else None, "validation": None}
+    epoch_loss, images_per_s = float("nan"), 0.0
+    for epoch in range(start_epoch + 1, spec.num_epoch + 1):  # 1-based: epochs completed
+        loader.sampler.set_epoch(epoch - 1)
+        net.train()
+        progress = Progress(epoch, spec.num_epoch, steps_per_epoch,
+                            every_secs=spec.log_every_n_secs, stream=out)  # fmt: skip
+        started, loss_sum = time.perf_counter(), torch.zeros(4)
+        for done, batch in enumerate(loader, 1):
+            targets = encode_batch(
+                batch["keypoints"], batch["mask"], pose, stride=model.stride,
+                sigma=labels.heatmap_gaussian_sigma, paf_width=labels.paf_ortho_dist_thresh,
+            )  # fmt: skip
+            targets = {k: v.to(dist.device, non_blocking=True) for k, v in targets.items()}
+            images = batch["image"].to(dist.device, non_blocking=True)
+            images = images.contiguous(memory_format=memory_format)
+            with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                outputs = net(images)  # per stage: (heatmaps, pafs)
+            losses = compute_loss(outputs, targets, spec)
+            reg = regularization(
+                model, spec.model.regularization_type,
+                spec.model.kernel_regularization_factor, spec.model.bias_regularization_factor,
+            )  # fmt: skip
+            loss = losses["loss"] + reg
+            # all processes see the same (mean) values, so all stop together on a NaN
+            values = all_mean(torch.stack([loss, losses["heatmap"], losses["paf"], reg]), dist)
+            values = values.detach().float().cpu()
+            check_finite(values[0].item(), epoch, step + 1)
+            lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_mult"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+
+            loss_sum += values
+            images_per_s = done * batch_images / (time.perf_counter() - started)
+            if dist.is_main:
+                progress.update(done, values[0].item(), lr, images_per_s)
+                log.write({"kind": "step", "epoch": epoch, "step": step, **_named(values),
+                           "lr": lr, "images_per_s": round(images_per_s, 2)})  # fmt: skip
+
+        epoch_loss = (loss_sum[0] / steps_per_epoch).item()
+        record = {"kind": "epoch", "epoch": epoch, "step": step,
+                  **_named(loss_sum / steps_per_epoch), "images_per_s": round(images_per_s, 2),
+                  "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+        note = ""
+        every = spec.validation_every_n_epoch
+        if dist.is_main and every and epoch % every == 0:
+            summary["validation"] = validate(model, spec, pose, root, results_dir, dist, amp_dtype)
+            record.update(summary["validation"])
+            note = f"val AP {summary['validation'].get('AP', float('nan')):.4f}"
+        if dist.is_main:
+            progress.close(note)
+            log.write(record)
+            plot_loss_curve(log.records, results_dir / CURVE_FILE)
+            if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
+                save_checkpoint(
+                    checkpoint_path(results_dir, epoch), model, optimizer=optimizer,
+                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
+                    step=step, spec=spec, pose=pose, metrics=record,
+                )  # fmt: skip
+                prune_checkpoints(results_dir, spec.max_ckpt_to_keep)
+
+    final = latest_checkpoint(results_dir) if dist.is_main else None
+    if start_epoch >= spec.num_epoch:
+        say(f"nothing to do: {resume} already completes {spec.num_epoch} epochs")
+    else:
+        say(f"done: {spec.num_epoch} epochs, {step} steps; model {final}")
+    return {
+        **summary,
+        "epochs": spec.num_epoch,
+        "steps": step,
+        "loss": epoch_loss,
+        "images_per_s": round(images_per_s, 2),
+        "checkpoint": str(final) if final else None,
+        "rank": dist.rank,
+        "world_size": dist.world_size,
+    }
+
+
+def check_finite(loss: float, epoch: int, step: int) -> None:
+    """Stop with a one-line error when the loss is NaN or infinite (TAO's NanTensorHook)."""
+    if not math.isfinite(loss):
+        raise BpnetError(
+            f"loss became {loss} at epoch {epoch} step {step}; lower the learning rate "
+            "(optimizer.learning_rate_schedule.base_learning_rate) or check the data"
+        )
+
+
+def _named(values: torch.Tensor) -> dict:
+    """[total, heatmap, paf, regularization] as a log record's fields."""
+    names = ("loss", "heatmap", "paf", "regularization")
+    return {n: float(v) for n, v in zip(names, values.tolist(), strict=True)}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (model initialisation); the data has its own seeds."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (third-party code may draw from the global generator)
+    torch.manual_seed(seed)
+
+
+def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path:
+    root = root if root is not None else spec.dataloader.dataset_config.root_data_path
+    if root is None:
+        raise DatasetError(
+            "no dataset root: pass one (bpnet train -d ROOT) or set "
+            "dataloader.dataset_config.root_data_path in the spec"
+        )
+    if spec.validation_every_n_epoch:
+        # fail now rather than after the first epochs
+        ann_file, _ = split_paths(root, spec.dataloader.dataset_config.val_split)
+        if not ann_file.is_file():
+            raise DatasetError(
+                f"{ann_file}: validation annotation file not found; fix "
+                "dataloader.dataset_config.val_split or set validation_every_n_epoch: 0"
+            )
+    return Path(root)
+
+
+def _with_root(spec: ExperimentSpec, root: Path) -> ExperimentSpec:
+    data = replace(spec.dataloader.dataset_config, root_data_path=str(root))
+    return replace(spec, dataloader=replace(spec.dataloader, dataset_config=data))
+
+
+def build_training_model(
+    spec: ExperimentSpec, pose: PoseConfig, resume: Path | None, say=print
+) -> tuple[nn.Module, dict | None]:
+    """The network to train, and the checkpoint to resume from (None on a first run).
+
+    A checkpoint in the results folder wins (its own ``arch``). Otherwise, with
+    ``pretrained_weights`` and ``load_graph: true`` the network is rebuilt from the pretrained
+    checkpoint's ``arch`` (a pruned model retrains with its own widths); with ``load_graph:
+    false`` the spec's model is built and the weights are loaded into it. Regularisation follows
+    the spec in every case (TAO drops it with ``load_graph``; set ``regularization_type: none``
+    for that).
+    """
+    if resume is not None:
+        checkpoint = load_checkpoint(resume)
+        model = model_from_arch(checkpoint["arch"])
+        load_state_checked(model, checkpoint["state_dict"], str(resume))
+        return model, checkpoint
+    if spec.pretrained_weights:
+        pretrained = load_checkpoint(spec.pretrained_weights)
+        if spec.load_graph:
+            model = model_from_arch(pretrained["arch"])
+            say(f"model: the architecture and weights of {spec.pretrained_weights} (load_graph)")
+        else:
+            model = build_model(spec.model, pose)
+            say(f"model: spec's architecture, weights from {spec.pretrained_weights}")
+        load_state_checked(model, pretrained["state_dict"], spec.pretrained_weights)
+        return model, None
+    return build_model(spec.model, pose), None
+
+
+def wrap_distributed(model: nn.Module, dist: DistInfo) -> nn.Module:
+    """DistributedDataParallel around the model when there are several processes.
+
+    On GPUs, batch norm becomes SyncBatchNorm (statistics over the whole batch, as one process
+    would compute them). On CPUs (gloo) it stays per-process: SyncBatchNorm needs CUDA.
+    """
+    if not dist.distributed:
+        return model
+    # channels-last 1x1 kernels have strides DDP's buckets do not expect for their size-1
+    # dimensions: the same memory layout, so the warning about it is noise
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    if dist.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[dist.local_rank])
+    return DistributedDataParallel(model)
+
+
+def autocast_dtype(mode: str, device: torch.device, say=print) -> torch.dtype | None:
+    """The autocast dtype for ``mixed_precision`` on this device (None: full precision)."""
+    if mode == "none":
+        return None
+    if mode == "fp16" and device.type != "cuda":
+        say("mixed_precision fp16 needs a CUDA GPU; training in bf16 on the CPU instead")
+        mode = "bf16"
+    if device.type == "cpu" and "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        # no native bf16 there: measured ~10x slower than fp32 on a 2-core AVX2 EPYC
+        say("note: this CPU has no AVX-512 bf16; bf16 autocast is emulated and slower than fp32")
+    return torch.float16 if mode == "fp16" else torch.bfloat16
+
+
+def compute_loss(
+    outputs: list[tuple[torch.Tensor, torch.Tensor]],
+    targets: dict[str, torch.Tensor],
+    spec: ExperimentSpec,
+) -> dict[str, torch.Tensor]:
+    """:func:`bpnet.loss.pose_loss` with the spec's settings; a head/skeleton mismatch is a
+    SpecError."""
+    try:
+        return pose_loss(
+            outputs, targets, loss_type=spec.loss.type, heatmap_weight=spec.loss.heatmap_weight,
+            paf_weight=spec.loss.paf_weight, focal_alpha=spec.loss.focal_alpha,
+            focal_beta=spec.loss.focal_beta,
+        )  # fmt: skip
+    except ValueError as err:
+        raise SpecError(f"{err}: check dataloader.pose_config and pretrained_weights") from None
+
+
+def validate(
+    model: nn.Module,
+    spec: ExperimentSpec,
+    pose: PoseConfig,
+    root: Path,
+    results_dir: Path,
+    dist: DistInfo,
+    amp_dtype: torch.dtype | None,
+) -> dict:
+    """COCO keypoint metrics of the current model on the val split (files in ``validation/``).
+
+    The inference spec is ``inference_spec`` when set, else TAO's defaults at the training
+    input height.
+    """
+    if spec.inference_spec:
+        infer = load_inference_spec(spec.inference_spec)
+    else:
+        dims = spec.dataloader.image_config.image_dims
+        infer = InferenceSpec(input_shape=(dims.height, dims.width))
+    source = TorchSource(
+        model, spec.dataloader.normalization_params,
+        autocast_bf16=amp_dtype == torch.bfloat16, device=dist.device,
+    )  # fmt: skip
+    report = evaluate(
+        root, spec.dataloader.dataset_config.val_split, results_dir / "validation", source,
+        pose, infer, label="training",
+    )  # fmt: skip
+    return {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
+
+
+__all__ = [
+    "build_training_model",
+    "check_finite",
+    "compute_loss",
+    "seed_everything",
+    "train",
+    "validate",
+]

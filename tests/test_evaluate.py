@@ -249,3 +249,46 @@ def test_no_detections_scores_zero_only_where_there_are_people(coco_fixture, tmp
     assert run(argv, capsys)[0] == 0
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["AP"] == 0.0 and results["APm"] == 0.0 and results["APl"] == 0.0
+
+
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """An untrained small model saved the way `bpnet train` saves one."""
+    from bpnet.config import load_experiment_spec
+    from bpnet.models import build_model
+    from bpnet.train.checkpoint import save_checkpoint
+
+    spec = load_experiment_spec(
+        None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]
+    )
+    pose = load_pose_config()
+    return save_checkpoint(
+        tmp_path / "model_epoch_001.pth", build_model(spec.model, pose), spec=spec, pose=pose
+    )
+
+
+def test_evaluate_runs_a_saved_model(coco_fixture, tmp_path, capsys):
+    model = tiny_checkpoint(tmp_path)
+    argv = ["evaluate", "-m", model, "-d", coco_fixture, "--split", "val2017",
+            "-r", tmp_path / "r", "-o", "input_shape=[64,64]"]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["source"] == str(model) and results["images"] == 50
+    assert results["timings"]["maps_ms_per_image"] > 0  # the network ran on every image
+    assert (tmp_path / "r" / "experiment_spec.yaml").is_file()
+
+
+def test_model_files_that_cannot_load_are_one_line(tmp_path, coco_fixture, capsys):
+    import torch
+
+    model = tiny_checkpoint(tmp_path)
+    checkpoint = torch.load(model, weights_only=True)
+    name = next(k for k in checkpoint["state_dict"] if k.endswith("conv1_1.weight"))
+    checkpoint["state_dict"][name] = checkpoint["state_dict"][name][:, :1]
+    torch.save(checkpoint, tmp_path / "bad.pth")
+    (tmp_path / "model.onnx").write_bytes(b"")
+    for path, needle in [(tmp_path / "bad.pth", "conv1_1.weight"),
+                         (tmp_path / "model.onnx", ".pth"),
+                         (tmp_path / "missing.pth", "not found")]:  # fmt: skip
+        argv = ["evaluate", "-m", path, "-d", coco_fixture, "--split", "val2017", "-r", tmp_path]
+        assert needle in one_line_error(*run(argv, capsys)[::2])

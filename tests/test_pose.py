@@ -110,3 +110,10 @@ def test_bad_pose_configs(tmp_path, edit, needle):
 def test_missing_pose_config(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         load_pose_config(tmp_path / "none.yaml")
+
+
+def test_pose_config_round_trips_through_its_dict(five_joint_config):
+    for pose in (load_pose_config(), load_pose_config(five_joint_config)):
+        assert parse_pose_config(pose.to_dict()) == pose
+    with_sigmas = parse_pose_config({**load_pose_config().to_dict(), "oks_sigmas": [0.05] * 17})
+    assert parse_pose_config(with_sigmas.to_dict()).oks_sigmas == (0.05,) * 17

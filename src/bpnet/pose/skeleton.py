@@ -96,6 +96,20 @@ class PoseConfig:
                 out[self.dataset_keypoints.index(joint.sources[0])] = j
         return out
 
+    def to_dict(self) -> dict:
+        """The skeleton in pose-config file form (:func:`parse_pose_config` reads it back)."""
+        names = self.joint_names
+        out = {
+            "name": self.name,
+            "dataset_keypoints": list(self.dataset_keypoints),
+            "joints": [{"name": j.name, "from": list(j.sources)} for j in self.joints],
+            "limbs": [[names[a], names[b]] for a, b in self.limbs],
+            "flip_pairs": [[names[a], names[b]] for a, b in self.flip_pairs],
+        }
+        if self.oks_sigmas is not None:
+            out["oks_sigmas"] = list(self.oks_sigmas)
+        return out
+
     def joints_from_dataset(self, keypoints: np.ndarray) -> np.ndarray:
         """Map dataset keypoints to network joints.
 

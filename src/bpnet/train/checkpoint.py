@@ -79,18 +79,6 @@ def prune_checkpoints(results_dir: str | os.PathLike, keep: int) -> list[Path]:
     return doomed
 
 
-def pose_to_dict(pose: PoseConfig) -> dict:
-    """The skeleton in pose-config file form (:func:`bpnet.pose.skeleton.parse_pose_config`)."""
-    names = [joint.name for joint in pose.joints]
-    return {
-        "name": pose.name,
-        "dataset_keypoints": list(pose.dataset_keypoints),
-        "joints": [{"name": j.name, "from": list(j.sources)} for j in pose.joints],
-        "limbs": [[names[a], names[b]] for a, b in pose.limbs],
-        "flip_pairs": [[names[a], names[b]] for a, b in pose.flip_pairs],
-    }
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -134,7 +122,7 @@ def save_checkpoint(
         "epoch": int(epoch),
         "step": int(step),
         "spec": to_dict(spec) if spec is not None else None,
-        "pose": pose_to_dict(pose) if pose is not None else None,
+        "pose": pose.to_dict() if pose is not None else None,
         "metrics": dict(metrics or {}),
         **(extra or {}),
     }
@@ -178,7 +166,6 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
-    "pose_to_dict",
     "prune_checkpoints",
     "save_checkpoint",
 ]

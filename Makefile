@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
+# a smoke run of train -> evaluate; the tuned demo budget comes with the demo spec's tuning
+DEMO_EPOCHS ?= 1
 
 .PHONY: install demo test lint format clean
 
@@ -26,6 +28,8 @@ demo: install
 	$(BIN)/bpnet bench data -d $(DEMO_DIR)/data --split train -e specs/synthetic_demo.yaml --samples 64
 	$(BIN)/bpnet evaluate --oracle -d $(DEMO_DIR)/data --split val -r $(DEMO_DIR)/oracle
 	$(BIN)/bpnet bench decode --frames 5
+	$(BIN)/bpnet train -e specs/synthetic_demo.yaml -r $(DEMO_DIR)/train -d $(DEMO_DIR)/data -o num_epoch=$(DEMO_EPOCHS)
+	$(BIN)/bpnet evaluate -m $(DEMO_DIR)/train/model_epoch_$(shell printf %03d $(DEMO_EPOCHS)).pth -d $(DEMO_DIR)/data --split val -r $(DEMO_DIR)/eval -i specs/infer_spec_strict.yaml -o input_shape=[256,256]
 
 test: install
 	$(BIN)/ruff check .

@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/bpnet evaluate --oracle -d $(DEMO_DIR)/data --split val -r $(DEMO_DIR)/oracle
 	$(BIN)/bpnet bench decode --frames 5
 	$(BIN)/bpnet train -e specs/synthetic_demo.yaml -r $(DEMO_DIR)/train -d $(DEMO_DIR)/data -o num_epoch=$(DEMO_EPOCHS)
-	$(BIN)/bpnet evaluate -m $(DEMO_DIR)/train/model_epoch_$(shell printf %03d $(DEMO_EPOCHS)).pth -d $(DEMO_DIR)/data --split val -r $(DEMO_DIR)/eval -i specs/infer_spec_strict.yaml -o input_shape=[256,256]
+	$(BIN)/bpnet evaluate -m $(DEMO_DIR)/train/model_epoch_$(shell printf %03d $(DEMO_EPOCHS)).pth -d $(DEMO_DIR)/data --split val -r $(DEMO_DIR)/eval -i specs/infer_spec_strict.yaml -o 'input_shape=[256,256]'
 
 test: install
 	$(BIN)/ruff check .

@@ -76,6 +76,7 @@ class Progress:
         self.text = ""
 
     def update(self, done: int, loss: float, lr: float, images_per_s: float) -> None:
+        """Show ``done`` of the epoch's steps; ``loss`` is the epoch's mean so far."""
         bar = "#" * round(20 * done / max(self.steps, 1))
         self.text = (
             f"epoch {self.epoch}/{self.num_epochs} [{bar:-<20}] {done:>{len(str(self.steps))}}"

@@ -205,7 +205,8 @@ def _train(
             loss_sum += values
             images_per_s = done * batch_images / (time.perf_counter() - started)
             if dist.is_main:
-                progress.update(done, values[0].item(), lr, images_per_s)
+                # the epoch's running mean: one step's loss swings too much to read progress from
+                progress.update(done, loss_sum[0].item() / done, lr, images_per_s)
                 log.write({"kind": "step", "epoch": epoch, "step": step, **_named(values),
                            "lr": lr, "images_per_s": round(images_per_s, 2)})  # fmt: skip
 

@@ -169,30 +169,20 @@ def group_people(
         limb_sum (G,) float64 sum of the scores of the connections used and limb_count (G,).
     """
     n = len(peak_joint)
-    parent = list(range(n))
-    masks = [1 << int(j) for j in peak_joint.tolist()]
+    people = _DisjointJoints([1 << int(j) for j in peak_joint.tolist()])
     limb_sum = [0.0] * n
     limb_count = [0] * n
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     order = np.argsort(-connection_scores, kind="stable")
     for (a, b), score in zip(
         connections[order].tolist(), connection_scores[order].tolist(), strict=True
     ):
-        ra, rb = find(a), find(b)
-        if ra == rb or masks[ra] & masks[rb]:
+        joined = people.join(a, b)
+        if joined is None:
             continue
-        parent[rb] = ra
-        masks[ra] |= masks[rb]
-        limb_sum[ra] += limb_sum[rb] + score
-        limb_count[ra] += limb_count[rb] + 1
-    roots = np.fromiter((find(i) for i in range(n)), np.int64, count=n)
-    unique, person = np.unique(roots, return_inverse=True)
+        kept, absorbed = joined
+        limb_sum[kept] += limb_sum[absorbed] + score
+        limb_count[kept] += limb_count[absorbed] + 1
+    unique, person = np.unique(people.roots(), return_inverse=True)
     return (
         person.astype(np.int64),
         np.asarray(limb_sum, np.float64)[unique],
@@ -291,20 +281,40 @@ def _merge_once(
     ok = disjoint & (bridge <= max_ratio * larger) & (larger > 0)
     g1, g2 = np.nonzero(np.triu(ok, 1))
 
-    parent = list(range(count))
-    masks = [sum(1 << int(j) for j in np.flatnonzero(f)) for f in found]
+    pieces = _DisjointJoints([sum(1 << int(j) for j in np.flatnonzero(f)) for f in found])
+    for k in np.argsort(bridge[g1, g2], kind="stable").tolist():
+        pieces.join(int(g1[k]), int(g2[k]))
+    return np.unique(pieces.roots(), return_inverse=True)[1].astype(np.int64)
 
-    def find(i: int) -> int:
+
+class _DisjointJoints:
+    """Union-find over partial people that joins two only when they share no joint type.
+
+    Args:
+        masks: per item, a bit mask of the joint types it holds (bit j = joint j).
+    """
+
+    def __init__(self, masks: list[int]):
+        self.parent = list(range(len(masks)))
+        self.masks = list(masks)
+
+    def find(self, i: int) -> int:
+        parent = self.parent
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
-    for k in np.argsort(bridge[g1, g2], kind="stable").tolist():
-        r1, r2 = find(int(g1[k])), find(int(g2[k]))
-        if r1 == r2 or masks[r1] & masks[r2]:
-            continue
-        parent[r2] = r1
-        masks[r1] |= masks[r2]
-    roots = np.fromiter((find(i) for i in range(count)), np.int64, count=count)
-    return np.unique(roots, return_inverse=True)[1].astype(np.int64)
+    def join(self, a: int, b: int) -> tuple[int, int] | None:
+        """Join the groups of ``a`` and ``b``; (kept root, absorbed root), or None if refused."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb or self.masks[ra] & self.masks[rb]:
+            return None
+        self.parent[rb] = ra
+        self.masks[ra] |= self.masks[rb]
+        return ra, rb
+
+    def roots(self) -> np.ndarray:
+        """(N,) int64 root of every item's group."""
+        n = len(self.parent)
+        return np.fromiter((self.find(i) for i in range(n)), np.int64, count=n)

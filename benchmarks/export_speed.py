@@ -34,6 +34,7 @@ from bpnet.config import load_experiment_spec
 from bpnet.data.synth import generate_dataset
 from bpnet.export import ExportOptions, run_export
 from bpnet.inference.model_io import network_input
+from bpnet.inference.onnx_source import make_session
 from bpnet.inference.runtime import load_model
 from bpnet.io import write_text_atomic
 from bpnet.models import build_model
@@ -100,11 +101,7 @@ def runners(checkpoint: Path, onnx_paths: dict[str, Path], size, threads: int) -
 
     out["PyTorch FP32"] = torch_fp32
     for kind, path in onnx_paths.items():
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = make_session(path, threads)  # what evaluate and inference run
         io_ = load_model(path).io
         feed = {io_.input_name: network_input(rgb, io_, _norm(loaded))}
         out[f"ONNX Runtime {kind.upper()}"] = lambda s=session, f=feed: s.run(None, f)

@@ -21,7 +21,7 @@ from bpnet.data.synth import generate_dataset
 from bpnet.errors import BpnetError
 from bpnet.export import ExportOptions, run_export
 from bpnet.export.calibration import letterbox_rgb, sample_calibration_images
-from bpnet.export.int8 import TensorfileReader, activation_ranges_of, calibrate_ranges
+from bpnet.export.int8 import TensorfileReader, calibrate_ranges
 from bpnet.export.onnx_export import convert_fp16, export_onnx
 from bpnet.export.tensorfile import read_tensorfile, write_tensorfile
 from bpnet.export.trt_cache import cache_text, parse_cache, read_cache
@@ -190,6 +190,57 @@ def test_int8_is_qdq_with_uint8_activations_and_per_channel_weights(int8_export)
     assert read_onnx_metadata(folder / "m.onnx")["bpnet.data_type"] == "int8"
     assert set(result["files"]) == {"onnx", "fp32_onnx", "cal_cache_file", "cal_data_file"}
     assert result["max_abs_diff"] < 0.1  # quantized, yet the same maps
+
+
+def test_a_late_failure_leaves_no_output(checkpoint, tmp_path, monkeypatch):
+    """The last step (here the ONNX Runtime check, in real life a TensorRT build) fails after
+    the model, cache and tensorfile exist: none of them may be left behind."""
+    import bpnet.export.exporter as exporter
+
+    def broken(*args, **kwargs):
+        raise BpnetError("late failure")
+
+    monkeypatch.setattr(exporter, "_compare_with_torch", broken)
+    out = tmp_path / "out"
+    out.mkdir()
+    options = ExportOptions(
+        model=checkpoint, output=out / "m.onnx", data_type="int8",
+        cal_image_dir=image_folder(tmp_path / "cal", 2), cal_data_file=out / "cal.tensor",
+        batches=2, batch_size=1, input_dims=(64, 96),
+    )  # fmt: skip
+    with pytest.raises(BpnetError, match="late failure"):
+        run_export(options, say=lambda _: None)
+    assert list(out.iterdir()) == []
+
+
+def test_calibration_options_without_int8_are_reported(checkpoint, tmp_path):
+    said = []
+    options = ExportOptions(
+        model=checkpoint, output=tmp_path / "m.onnx", cal_data_file=tmp_path / "cal.tensor"
+    )
+    result = run_export(options, say=said.append)
+    assert any("--cal_data_file" in line and "ignored" in line for line in said)
+    assert set(result["files"]) == {"onnx"} and not (tmp_path / "cal.tensor").exists()
+
+
+def activation_ranges_of(quantized) -> dict[str, tuple[float, float]]:
+    """The real-valued range each activation QuantizeLinear of a QDQ model represents.
+
+    For uint8 with scale s and zero point z that is ``[-z s, (255 - z) s]``.
+    """
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    out = {}
+    for node in quantized.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
+            continue
+        scale = inits.get(node.input[1])
+        zero = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if scale is None or zero is None or scale.size != 1:
+            continue
+        s, z = float(scale), int(zero)
+        info = np.iinfo(zero.dtype)
+        out[node.input[0]] = ((info.min - z) * s, (info.max - z) * s)
+    return out
 
 
 def test_cache_parses_and_matches_onnx_runtime_ranges(int8_export):
@@ -457,13 +508,17 @@ def test_evaluate_and_inference_run_exported_models(checkpoint, synth, tmp_path,
         say=print,
     )  # fmt: skip
     strict = ["-i", "specs/infer_spec_strict.yaml", "-o", "input_shape=[64,96]"]
-    for model in (static, deploy):
+    found = {}
+    for model in (checkpoint, static, deploy):
         argv = ["evaluate", "-m", str(model), "-d", str(synth), "--split", "val",
                 "-r", str(tmp_path / model.stem), *strict]  # fmt: skip
         assert main(argv) == 0, capsys.readouterr().err
         results = json.loads((tmp_path / model.stem / "results.json").read_text())
         assert results["images"] == 4 and results["source"] == str(model)
         assert results["timings"]["maps_ms_per_image"] > 0
+        found[model.suffix + model.stem] = (results["detections"], results["AP"])
+    # FP32 ONNX = PyTorch within 1e-4: the same people, the same AP
+    assert found[".onnxstatic"] == found[".pthmodel"]
     # a fixed-size model asked for another size: one line naming both sizes
     argv = ["evaluate", "-m", str(static), "-d", str(synth), "--split", "val",
             "-r", str(tmp_path / "bad"), "-o", "input_shape=[64,64]"]  # fmt: skip
@@ -477,9 +532,20 @@ def test_evaluate_and_inference_run_exported_models(checkpoint, synth, tmp_path,
             *strict]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     detections = json.loads((out / "detections.json").read_text())
-    assert isinstance(detections, list)
+    names = {p.name for p in (synth / "val").iterdir()}
+    assert all(d["file_name"] in names and len(d["keypoints"]) == 17 * 3 for d in detections)
     pictures = sorted(p.name for p in (out / "images").iterdir())
     assert pictures == sorted(p.stem + ".jpg" for p in (synth / "val").iterdir())
+    # an unreadable image after good ones: one line, and no pictures or detections left
+    folder = tmp_path / "some_bad"
+    folder.mkdir()
+    for image in sorted((synth / "val").iterdir())[:2]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "zz_broken.jpg").write_bytes(b"not a jpeg")
+    argv = ["inference", "-m", str(deploy), "--input", str(folder), "-r", str(tmp_path / "bad_run"),
+            *strict]  # fmt: skip
+    assert "zz_broken.jpg" in _error(capsys, argv)
+    assert not (tmp_path / "bad_run").exists()
     assert "--bf16" in _error(
         capsys,
         [

@@ -470,6 +470,14 @@ def test_cli_sweep_writes_nothing(trained_checkpoint, tmp_path, capsys):
     params = [int(rows[t][1].replace(",", "")) for t in ("unpruned", "0.01", "0.5", "1")]
     assert params == sorted(params, reverse=True) and params[-1] < params[0]
     assert set(tmp_path.rglob("*")) == before
+    # --report keeps the table as JSON; an existing report needs --force
+    report = tmp_path / "sweep.json"
+    assert main([*argv, "--report", str(report)]) == 0
+    table = json.loads(report.read_text())
+    assert [r["params"] for r in table["rows"]] == params
+    assert table["rows"][1]["threshold"] == 0.01 and table["rows"][0]["threshold"] is None
+    assert "--force" in run_error(capsys, [*argv, "--report", str(report)])
+    assert main([*argv, "--report", str(report), "--force"]) == 0
 
 
 @pytest.mark.parametrize(

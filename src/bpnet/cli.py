@@ -184,8 +184,10 @@ def _fmt(value: float | None) -> str:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    from bpnet.io import write_json_atomic
     from bpnet.prune import (
         PruneSettings,
+        check_report_path,
         format_report,
         format_sweep,
         parse_thresholds,
@@ -205,8 +207,14 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         thresholds = parse_thresholds(args.sweep)
         if args.output_file is not None:
             raise BpnetError("--sweep compares thresholds and writes no model: drop -o")
+        if args.report is not None:
+            check_report_path(Path(args.report), args.force)
         rows, size = sweep_checkpoint(args.model, settings, thresholds, input_size=input_size)
         print(format_sweep(rows, size))
+        if args.report is not None:
+            table = {"model": str(args.model), "input_size": list(size), "rows": rows}
+            write_json_atomic(args.report, table, indent=2)
+            print(f"wrote {args.report}")
         return 0
     if args.output_file is None:
         raise BpnetError(
@@ -512,9 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     prune.add_argument(
         "--report", type=Path, default=None,
-        help="JSON report path; default <OUT stem>_prune_report.json beside the model",
+        help="JSON report path; default <OUT stem>_prune_report.json beside the model (with "
+        "--sweep: write the sweep's table there)",
     )  # fmt: skip
-    prune.add_argument("--force", action="store_true", help="replace an existing -o file")
+    prune.add_argument(
+        "--force", action="store_true", help="replace an existing -o or --report file"
+    )
     prune.add_argument(
         "-k", "--key", default=None,
         help="accepted for TAO compatibility and ignored: bpnet models are not encrypted",

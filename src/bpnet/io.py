@@ -98,6 +98,14 @@ def write_with_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -
         writer(tmp)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files (jpg, jpeg, png, bmp, any case) directly inside ``folder``, by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a missing, unreadable or malformed file is a one-line DatasetError."""
     try:

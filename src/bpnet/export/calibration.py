@@ -16,16 +16,15 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from bpnet.data.dataset import read_image
-from bpnet.data.transforms import letterbox_matrix, warp_image
+from bpnet.data.transforms import letterbox_matrix
 from bpnet.errors import BpnetError, DatasetError
 from bpnet.export.tensorfile import write_tensorfile
-from bpnet.io import atomic_path, read_json
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from bpnet.inference.model_io import warp_rgb
+from bpnet.inference.pipeline import ScaledInput
+from bpnet.io import atomic_path, image_files, read_json
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -37,7 +36,7 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise BpnetError(f"{folder}: calibration image folder not found; pass --cal_image_dir")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return image_files(folder)
 
 
 def choose_calibration_images(
@@ -72,8 +71,7 @@ def letterbox_rgb(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     padded right and bottom with grey (:func:`bpnet.data.transforms.letterbox_matrix`).
     """
     height, width = image_bgr.shape[:2]
-    warped = warp_image(image_bgr, letterbox_matrix(width, height, size), size)
-    return cv2.cvtColor(warped, cv2.COLOR_BGR2RGB)
+    return warp_rgb(image_bgr, ScaledInput(size, letterbox_matrix(width, height, size)))
 
 
 def build_calibration_data(

@@ -108,8 +108,19 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         given = load_experiment_spec(options.experiment_spec).dataloader.normalization_params
         if given != loaded.train_spec.dataloader.normalization_params:
             say(f"note: {options.model} stores its own spec; its normalisation is used, not -e's")
-    files: dict[str, str] = {}
+    if options.data_type != "int8":
+        given = [n for n in ("cal_image_dir", "cal_cache_file", "cal_data_file")
+                 if getattr(options, n) is not None]  # fmt: skip
+        if given:
+            say(f"note: --{', --'.join(given)} only apply to --data_type int8; ignored")
     with tempfile.TemporaryDirectory(prefix="bpnet-export-") as tmp:
+        # every output is staged here and moved into place only when all of them exist
+        staged: dict[str, tuple[Path, Path]] = {}  # role -> (staged file, final path)
+
+        def stage(role: str, final: Path) -> Path:
+            staged[role] = (Path(tmp) / f"out-{role}{final.suffix}", final)
+            return staged[role][0]
+
         fp32 = Path(tmp) / "model.fp32.onnx"
         io_ = export_onnx(
             loaded.model,
@@ -127,12 +138,13 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
 
         proto = onnx.load(str(fp32))
         metadata = {p.key: p.value for p in proto.metadata_props}
+        onnx_out = stage("onnx", options.output)
         if options.data_type == "fp32":
-            _copy(fp32, options.output)
+            shutil.copyfile(fp32, onnx_out)
         elif options.data_type == "fp16":
-            save_onnx(convert_fp16(proto), options.output)
+            save_onnx(convert_fp16(proto), onnx_out)
         else:
-            data = plan["tensorfile"] or _build_tensorfile(options, plan, Path(tmp), say)
+            data = plan["tensorfile"] or _build_tensorfile(options, plan, stage, Path(tmp), say)
             reader = TensorfileReader(
                 data, io_, loaded.train_spec.dataloader.normalization_params, plan["batches"]
             )
@@ -141,31 +153,29 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 f"({data.size[0]}x{data.size[1]}, {options.cal_method})"
             )
             ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=_progress(say))
-            write_cache(options.cache_path, ranges, plan["trt_version"])
-            files["cal_cache_file"] = str(options.cache_path)
-            if options.cal_data_file is not None:
-                files["cal_data_file"] = str(options.cal_data_file)
-            int8 = Path(tmp) / "model.int8.onnx"
-            quantize_int8(fp32, int8, ranges, reader, reduce_range=options.reduce_range)
-            _copy(int8, options.output)
-            _copy(fp32, options.fp32_sibling)
-            files["fp32_onnx"] = str(options.fp32_sibling)
-        files["onnx"] = str(options.output)
-        diff = _compare_with_torch(loaded.model, options.output, io_, loaded.train_spec)
+            write_cache(stage("cal_cache_file", options.cache_path), ranges, plan["trt_version"])
+            quantize_int8(fp32, onnx_out, ranges, reader, reduce_range=options.reduce_range)
+            shutil.copyfile(fp32, stage("fp32_onnx", options.fp32_sibling))
+        diff = _compare_with_torch(loaded.model, onnx_out, io_, loaded.train_spec)
         if options.engine_file is not None:
             from bpnet.export.tensorrt_engine import build_engine
 
+            cache = staged.get("cal_cache_file", (None,))[0]
             build_engine(
                 fp32,
-                options.engine_file,
+                stage("engine_file", options.engine_file),
                 io_,
                 metadata,
                 data_type=options.data_type,
-                cache_file=options.cache_path if options.data_type == "int8" else None,
+                cache_file=cache,
                 opt_size=options.input_dims or CALIBRATION_SIZE,
                 max_batch_size=options.max_batch_size,
             )
-            files["engine_file"] = str(options.engine_file)
+        for staged_file, final in staged.values():
+            _copy(staged_file, final)
+        files = {role: str(final) for role, (_, final) in staged.items()}
+    if options.data_type == "int8" and options.cal_data_file is not None:
+        files.setdefault("cal_data_file", str(options.cal_data_file))  # reused as it was
     return {"files": files, "io": io_, "max_abs_diff": diff}
 
 
@@ -244,9 +254,16 @@ def _check_tensorfile(data: TensorFile, options: ExportOptions) -> None:
 
 
 def _build_tensorfile(
-    options: ExportOptions, plan: dict, tmp: Path, say: Callable[[str], None]
+    options: ExportOptions,
+    plan: dict,
+    stage: Callable[[str, Path], Path],
+    tmp: Path,
+    say: Callable[[str], None],
 ) -> TensorFile:
-    path = options.cal_data_file or tmp / "calibration.tensor"
+    if options.cal_data_file is not None:
+        path = stage("cal_data_file", options.cal_data_file)
+    else:
+        path = tmp / "calibration.tensor"
     size = options.input_dims or CALIBRATION_SIZE
     say(f"pre-processing {len(plan['images'])} calibration images from {options.cal_image_dir}")
     cal.build_calibration_data(plan["images"], path, size, options.batch_size)

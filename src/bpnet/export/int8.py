@@ -183,32 +183,3 @@ def quantize_int8(
         if entry.key == mio.KEY_DATA_TYPE:
             entry.value = "int8"
     onnx.save_model(quantized, str(out_path))
-
-
-def activation_ranges_of(quantized) -> dict[str, tuple[float, float]]:
-    """The real-valued range each activation QuantizeLinear of a QDQ model represents.
-
-    For uint8 with scale s and zero point z that is ``[-z s, (255 - z) s]``: what a test
-    compares with the measured ranges, and what a reader of the model can check.
-
-    Args:
-        quantized: an ``onnx.ModelProto`` written by :func:`quantize_int8`.
-
-    Returns:
-        quantized tensor name -> (min, max).
-    """
-    from onnx import numpy_helper
-
-    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
-    out = {}
-    for node in quantized.graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
-            continue
-        scale = inits.get(node.input[1])
-        zero = inits.get(node.input[2]) if len(node.input) > 2 else None
-        if scale is None or zero is None or scale.size != 1:
-            continue
-        s, z = float(scale), int(zero)
-        info = np.iinfo(zero.dtype)
-        out[node.input[0]] = ((info.min - z) * s, (info.max - z) * s)
-    return out

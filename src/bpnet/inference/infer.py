@@ -6,7 +6,10 @@ Writes ``detections.json`` (COCO keypoint results, one record per person, with t
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -19,11 +22,10 @@ from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError
 from bpnet.evaluate.coco_eval import detections_for_image
 from bpnet.inference.pipeline import input_geometry, predict_people
-from bpnet.io import atomic_path, check_output_dir, write_json_atomic
+from bpnet.io import check_output_dir, image_files, write_json_atomic, write_with_atomic
 from bpnet.visualize import draw_people
 
 DETECTIONS_FILE = "detections.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 CATEGORY_ID = 1  # COCO's "person"
 
 
@@ -38,7 +40,7 @@ def find_images(source: str | Path) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise BpnetError(f"{source}: no such image file or folder; check --input")
-    images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(source)
     if not images:
         raise BpnetError(f"{source}: no .jpg, .jpeg, .png or .bmp images in this folder")
     return images
@@ -101,25 +103,30 @@ def run_inference(
     params = DecoderParams.from_spec(spec)
     detections: list[dict] = []
     stems = [p.stem for p in images]
-    for path, image_id in zip(images, image_ids(images), strict=True):
-        image = read_image(path)
-        height, width = image.shape[:2]
-        record = _record(path, image_id, width, height, pose.num_joints)
-        people = predict_people(
-            image, record, source_, pose, params, input_geometry(width, height, spec)
-        )
-        keypoints = people.to_dataset(pose)  # (N, K, 3) x, y, score in dataset order
-        records = detections_for_image(image_id, keypoints, people.scores, CATEGORY_ID)
-        detections += [{**r, "file_name": path.name} for r in records]
-        if draw:
-            drawn = draw_people(image, keypoints, pose, scores=True)
-            # a.jpg and a.png would both draw to a.jpg: keep the suffix in the name then
-            name = path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_")
-            target = results_dir / "images" / f"{name}.jpg"
-            with atomic_path(target) as tmp:
-                if not cv2.imwrite(str(tmp), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
-                    raise BpnetError(f"{target}: could not write the picture; check the folder")
-        say(f"{path.name}: {len(people)} people")
+    pictures = results_dir / "images"
+    # pictures are drawn into a staging folder and moved into images/ only when every image
+    # went through: a failure part-way leaves the results folder as it was
+    with tempfile.TemporaryDirectory(prefix="bpnet-inference-") as staging:
+        for path, image_id in zip(images, image_ids(images), strict=True):
+            image = read_image(path)
+            height, width = image.shape[:2]
+            record = _record(path, image_id, width, height, pose.num_joints)
+            people = predict_people(
+                image, record, source_, pose, params, input_geometry(width, height, spec)
+            )
+            keypoints = people.to_dataset(pose)  # (N, K, 3) x, y, score in dataset order
+            records = detections_for_image(image_id, keypoints, people.scores, CATEGORY_ID)
+            detections += [{**r, "file_name": path.name} for r in records]
+            if draw:
+                drawn = draw_people(image, keypoints, pose, scores=True)
+                # a.jpg and a.png would both draw to a.jpg: keep the suffix in the name then
+                name = path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_")
+                staged = Path(staging) / f"{name}.jpg"
+                if not cv2.imwrite(str(staged), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+                    raise BpnetError(f"{staged}: could not write the picture; check the disk")
+            say(f"{path.name}: {len(people)} people")
+        for staged in sorted(Path(staging).iterdir()):
+            write_with_atomic(pictures / staged.name, partial(shutil.copyfile, staged))
     write_json_atomic(results_dir / DETECTIONS_FILE, detections)
     return {
         "images": len(images),

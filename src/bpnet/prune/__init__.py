@@ -22,7 +22,12 @@ from bpnet.prune.pruner import (
     prune_model,
 )
 from bpnet.prune.report import Cost, arch_cost, conv_output_sizes, format_report, format_sweep
-from bpnet.prune.run import parse_thresholds, prune_checkpoint, sweep_checkpoint
+from bpnet.prune.run import (
+    check_report_path,
+    parse_thresholds,
+    prune_checkpoint,
+    sweep_checkpoint,
+)
 
 __all__ = [
     "EQUALIZATION_CRITERIA",
@@ -34,6 +39,7 @@ __all__ = [
     "apply_plan",
     "arch_cost",
     "arch_with_widths",
+    "check_report_path",
     "conv_output_sizes",
     "format_report",
     "format_sweep",

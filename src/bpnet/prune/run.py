@@ -133,11 +133,7 @@ def prune_checkpoint(
         report_path or output_path.with_name(f"{output_path.stem}_prune_report.json")
     )
     # checked before any work: a bad report path must not leave a pruned model without it
-    if report_path.suffix != ".json" or report_path.is_dir():
-        raise BpnetError(f"{report_path}: the report is a .json file; choose another --report")
-    if report_path.exists() and not force:
-        raise BpnetError(f"{report_path}: exists; pass --force to replace it")
-    check_output_dir(report_path.parent)
+    check_report_path(report_path, force)
 
     checkpoint, model = load_trained(model_path)
     size = resolve_input_size(checkpoint, input_size)
@@ -155,6 +151,20 @@ def prune_checkpoint(
     )
     write_json_atomic(report_path, report, indent=2)
     return report
+
+
+def check_report_path(report_path: Path, force: bool) -> None:
+    """Fail before any work when the JSON report could not be written.
+
+    Raises:
+        BpnetError: not a ``.json`` path, an existing file without ``force``, or a folder that
+            cannot be written.
+    """
+    if report_path.suffix != ".json" or report_path.is_dir():
+        raise BpnetError(f"{report_path}: the report is a .json file; choose another --report")
+    if report_path.exists() and not force:
+        raise BpnetError(f"{report_path}: exists; pass --force to replace it")
+    check_output_dir(report_path.parent)
 
 
 def sweep_checkpoint(

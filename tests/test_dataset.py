@@ -75,6 +75,29 @@ def test_train_samples_are_person_centric_crops(train_set):
         assert (np.abs(centre - size) <= 40 + 1e-6).all()
 
 
+def test_whole_image_samples_fit_the_picture_then_augment(coco_fixture):
+    overrides = ["dataloader.augmentation_config.spatial_augmentation_mode=whole_image"]
+    spec = load_experiment_spec(None, overrides)
+    dataset = build_dataset(spec, coco_fixture, "train2017", train=True)
+    # one sample per image with main people, not one per person
+    assert len(dataset) == sum(len(r.main_people) > 0 for r in dataset.records) == 23  # vs 36
+    scale = spec.dataloader.augmentation_config.spatial_aug_params
+    for index in range(0, len(dataset), 4):
+        item = dataset[index]
+        check_item(item)
+        record = dataset.records[dataset.samples[index][0]]
+        n = int(item["num_people"])
+        assert n == record.num_people
+        np.testing.assert_allclose(
+            item["keypoints"][:n].numpy(), expected_keypoints(dataset, index, item), atol=1e-4
+        )
+        # the picture fits the (square) crop exactly before the random zoom
+        matrix = item["matrix"].numpy()
+        zoom = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+        fit = 368 / max(record.height, record.width)
+        assert fit * scale.zoom_ratio_min - 1e-6 <= zoom <= fit * scale.zoom_ratio_max + 1e-6
+
+
 def test_eval_samples_are_whole_letterboxed_images(coco_fixture, val_set):
     assert len(val_set) == 50  # every image, people or not
     index = next(i for i, r in enumerate(val_set.records) if r.image_id == 329323)  # has a crowd

@@ -105,7 +105,11 @@ class NormalizationParams:
 
 @dataclass(frozen=True)
 class SpatialAugParams:
-    """Person-centric spatial augmentation (one affine transform for image, joints, mask)."""
+    """Spatial augmentation (one affine transform for image, joints, mask).
+
+    ``target_person_scale`` places the main person (``person_centric``); ``whole_image`` fits
+    the picture into the crop instead. Zoom, rotation, shift and flip apply to both.
+    """
 
     flip_lr_prob: float = 0.5
     rotate_deg_max: float = 40.0  # uniform in [-max, max]
@@ -149,7 +153,17 @@ class ColorAugParams:
 
 @dataclass(frozen=True)
 class AugmentationConfig:
-    spatial_augmentation_mode: Literal["person_centric", "none"] = "person_centric"
+    """Training augmentation.
+
+    ``spatial_augmentation_mode``: ``person_centric`` (TAO's: one sample per main person,
+    zoomed so that person is ``target_person_scale`` of the crop), ``whole_image`` (one sample
+    per image, the whole picture fitted into the crop, then the same random flip, rotation,
+    zoom and shift: people at the sizes whole-image inference sees them, and every labelled
+    person of the picture supervised in one pass) or ``none`` (the
+    letterboxed image, strict-mode evaluation's input).
+    """
+
+    spatial_augmentation_mode: Literal["person_centric", "whole_image", "none"] = "person_centric"
     spatial_aug_params: SpatialAugParams = field(default_factory=SpatialAugParams)
     color_aug_params: ColorAugParams = field(default_factory=ColorAugParams)
 

@@ -200,17 +200,17 @@ class CocoPoseDataset(Dataset):
     def _matrix(
         self, record: ImageRecord, person: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, bool]:
-        centred = self.augmentation.spatial_augmentation_mode == "person_centric"
-        if not (self.train and centred):
+        mode = self.augmentation.spatial_augmentation_mode
+        if not self.train or mode == "none":
             return letterbox_matrix(record.width, record.height, self.size), False
         params = self.augmentation.spatial_aug_params
-        if person >= 0:
+        if person >= 0:  # person_centric
             # The box height, as CMU's and TAO's generators use: it is what the min height filter
             # reads, and it stays sensible for people with few labelled keypoints, where a
             # keypoint extent (say, only the head) would zoom in far too much.
             x, y, w, h = record.boxes[person].tolist()
             return sample_person_centric((x + w / 2, y + h / 2), h, self.size, params, rng)
-        # a negative: the whole image fits the crop (before the random zoom)
+        # whole_image, or a negative: the whole image fits the crop (before the random zoom)
         height, width = self.size
         fit = params.target_person_scale * max(record.height, record.width * height / width)
         centre = ((record.width - 1) / 2, (record.height - 1) / 2)

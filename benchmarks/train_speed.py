@@ -6,7 +6,8 @@ Usage (one run, so the ratios are comparable; absolute figures vary 10-15% betwe
         "model.backbone_attributes.architecture=vgg;model.num_filters=64" \\
         "model.backbone_attributes.architecture=resnet;model.num_filters=64"
 
-Each argument is a ';'-separated list of spec overrides applied to specs/synthetic_demo.yaml.
+Each argument is a ';'-separated list of spec overrides applied to specs/synthetic_demo.yaml;
+``mixed_precision=bf16`` runs the forward pass under bf16 autocast, as ``bpnet train`` does.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ def step_seconds(overrides: list[str], batch: int, steps: int) -> tuple[int, flo
     dims = spec.dataloader.image_config.image_dims
     images = torch.randn(batch, 3, dims.height, dims.width)
     images = images.contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    bf16 = spec.mixed_precision == "bf16"
     for i in range(steps + 2):  # two warm-up steps
         if i == 2:
             started = time.perf_counter()
-        loss = sum(h.square().sum() + p.square().sum() for h, p in model(images))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(images)
+        loss = sum(h.float().square().sum() + p.float().square().sum() for h, p in outputs)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -213,6 +213,52 @@ def test_a_late_failure_leaves_no_output(checkpoint, tmp_path, monkeypatch):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_engine_and_its_metadata_land_together_or_not_at_all(
+    checkpoint, tmp_path, monkeypatch, fails
+):
+    """The engine build (faked: no TensorRT here) writes the engine and its .json; both reach
+    their place only when the build succeeds, and a failed build leaves nothing at all."""
+    import types
+
+    import bpnet.export.tensorrt_engine as trt_engine
+    import bpnet.inference.tensorrt_source as trt_source
+
+    fake_trt = types.SimpleNamespace(__version__="10.3.0")
+    monkeypatch.setattr(trt_source, "import_tensorrt", lambda _why: fake_trt)
+    built = {}
+
+    def fake_build(onnx_path, engine_path, io_, metadata, **kwargs):
+        if fails:
+            raise BpnetError("TensorRT could not build an engine")
+        built.update(kwargs, engine=engine_path, cache=read_cache(kwargs["cache_file"]))
+        Path(engine_path).write_bytes(b"engine")
+        trt_source.engine_metadata_path(engine_path).write_text(json.dumps(metadata))
+
+    monkeypatch.setattr(trt_engine, "build_engine", fake_build)
+    out = tmp_path / "out"
+    out.mkdir()
+    options = ExportOptions(
+        model=checkpoint, output=out / "m.onnx", data_type="int8", engine_file=out / "m.engine",
+        cal_image_dir=image_folder(tmp_path / "cal", 2), batches=2, batch_size=1,
+        input_dims=(64, 96),
+    )  # fmt: skip
+    if fails:
+        with pytest.raises(BpnetError, match="could not build"):
+            run_export(options, say=lambda _: None)
+        assert list(out.iterdir()) == []
+        return
+    result = run_export(options, say=lambda _: None)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "m.cal.bin", "m.engine", "m.engine.json", "m.fp32.onnx", "m.onnx"
+    ]  # fmt: skip
+    assert result["files"]["engine_file"] == str(out / "m.engine")
+    assert built["engine"].parent != out  # built in the staging folder, then moved
+    assert built["data_type"] == "int8" and built["cache"].header.startswith("TRT-100300-")
+    assert (out / "m.engine").read_bytes() == b"engine"
+    assert json.loads((out / "m.engine.json").read_text())  # the ONNX model's metadata
+
+
 def test_calibration_options_without_int8_are_reported(checkpoint, tmp_path):
     said = []
     options = ExportOptions(

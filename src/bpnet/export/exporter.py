@@ -159,17 +159,23 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         diff = _compare_with_torch(loaded.model, onnx_out, io_, loaded.train_spec)
         if options.engine_file is not None:
             from bpnet.export.tensorrt_engine import build_engine
+            from bpnet.inference.tensorrt_source import engine_metadata_path
 
             cache = staged.get("cal_cache_file", (None,))[0]
+            engine = stage("engine_file", options.engine_file)
             build_engine(
                 fp32,
-                stage("engine_file", options.engine_file),
+                engine,
                 io_,
                 metadata,
                 data_type=options.data_type,
                 cache_file=cache,
                 opt_size=options.input_dims or CALIBRATION_SIZE,
                 max_batch_size=options.max_batch_size,
+            )
+            # the metadata file build_engine writes beside the engine travels with it
+            staged["engine_metadata"] = (
+                engine_metadata_path(engine), engine_metadata_path(options.engine_file)
             )
         for staged_file, final in staged.values():
             _copy(staged_file, final)
@@ -203,7 +209,9 @@ def _check(options: ExportOptions) -> dict:
     if options.data_type == "int8":
         outputs += [options.cache_path, options.fp32_sibling]
     if options.engine_file is not None:
-        outputs.append(options.engine_file)
+        from bpnet.inference.tensorrt_source import engine_metadata_path
+
+        outputs += [options.engine_file, engine_metadata_path(options.engine_file)]
     if len(set(outputs)) != len(outputs):
         raise BpnetError(f"two outputs share a path: {', '.join(map(str, outputs))}")
     existing = [p for p in outputs if p.exists()]

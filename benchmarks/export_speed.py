@@ -8,8 +8,10 @@ the network alone on one prepared input (no image decoding, warping or people de
 Examples::
 
     # the demo model and TAO's default model (specs/coco_train.yaml, random weights)
-    python benchmarks/export_speed.py --checkpoint runs/demo/train/model_epoch_020.pth \\
+    python benchmarks/export_speed.py --checkpoint runs/demo1k_train/model_epoch_030.pth \\
         --threads 2 --frames 30
+    # a model before and after pruning, no TAO model
+    python benchmarks/export_speed.py --checkpoint A.pth --checkpoint B.pth --no-tao
     # a quick smoke run with tiny sizes
     python benchmarks/export_speed.py --size 64,96 --frames 2 --tao-override \\
         model.backbone_attributes.width_multiplier=0.1
@@ -44,7 +46,10 @@ from bpnet.train.checkpoint import save_checkpoint
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None, help="a trained .pth to time")
+    parser.add_argument(
+        "--checkpoint", type=Path, action="append", default=[],
+        help="a trained .pth to time; repeat it to compare models (say, before and after pruning)",
+    )  # fmt: skip
     parser.add_argument(
         "--tao-spec", type=Path, default=Path("specs/coco_train.yaml"),
         help="spec of the random-weight TAO-default model (default specs/coco_train.yaml)",
@@ -133,9 +138,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bpnet-bench-") as tmp:
         work = args.out or Path(tmp)
         images = args.cal_images or synthetic_images(Path(tmp), args.batches)
-        models = {}
-        if args.checkpoint is not None:
-            models[f"{args.checkpoint}"] = args.checkpoint
+        models = {str(checkpoint): checkpoint for checkpoint in args.checkpoint}
         if not args.no_tao:
             spec = load_experiment_spec(args.tao_spec, args.tao_override)
             pose = load_pose_config()

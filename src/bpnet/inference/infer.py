@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -49,7 +50,7 @@ def find_images(source: str | Path) -> list[Path]:
 def image_ids(images: list[Path]) -> list[int]:
     """COCO image ids: the file stems when all are distinct numbers (COCO's own file names,
     ``000000397133.jpg`` -> 397133), else 1, 2, ... in file order."""
-    stems = [p.stem for p in images]
+    stems = Counter(p.stem for p in images)
     if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems]
     return list(range(1, len(images) + 1))
@@ -102,7 +103,7 @@ def run_inference(
     source_ = loaded.source(stage=spec.output_stage_to_use, threads=threads)
     params = DecoderParams.from_spec(spec)
     detections: list[dict] = []
-    stems = [p.stem for p in images]
+    stems = Counter(p.stem for p in images)
     pictures = results_dir / "images"
     # pictures are drawn into a staging folder and moved into images/ only when every image
     # went through: a failure part-way leaves the results folder as it was
@@ -120,7 +121,7 @@ def run_inference(
             if draw:
                 drawn = draw_people(image, keypoints, pose, scores=True)
                 # a.jpg and a.png would both draw to a.jpg: keep the suffix in the name then
-                name = path.stem if stems.count(path.stem) == 1 else path.name.replace(".", "_")
+                name = path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")
                 staged = Path(staging) / f"{name}.jpg"
                 if not cv2.imwrite(str(staged), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                     raise BpnetError(f"{staged}: could not write the picture; check the disk")

@@ -38,6 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cal_image_dir", type=Path, required=True)
     parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--cal_method", default="percentile", help="minmax, entropy, percentile")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/export_accuracy"))
     return parser.parse_args()
@@ -56,7 +57,7 @@ def main() -> None:
         options = ExportOptions(
             model=args.checkpoint, output=output, data_type=data_type, input_dims=size,
             cal_image_dir=args.cal_image_dir if data_type == "int8" else None,
-            batches=args.batches, batch_size=args.batch_size,
+            batches=args.batches, batch_size=args.batch_size, cal_method=args.cal_method,
         )  # fmt: skip
         run_export(options, say=lambda _: None)
         models[f"ONNX Runtime {data_type.upper()}"] = output
@@ -76,8 +77,8 @@ def main() -> None:
     table = "\n".join(
         [
             f"Strict mode {size[0]}x{size[1]}, {args.root} split {args.split}, "
-            f"{args.checkpoint}; INT8 calibrated on {args.batches} x {args.batch_size} images of "
-            f"{args.cal_image_dir}; {args.threads} threads.",
+            f"{args.checkpoint}; INT8 calibrated ({args.cal_method}) on {args.batches} x "
+            f"{args.batch_size} images of {args.cal_image_dir}; {args.threads} threads.",
             "",
             "| model | AP | AP50 | AR | detections |",
             "|---|---|---|---|---|",

@@ -307,11 +307,16 @@ def test_cache_parses_and_matches_onnx_runtime_ranges(int8_export):
     assert ranges.keys() == cache.scales.keys()
     for name, (low, high) in ranges.items():
         assert cache.scales[name] == pytest.approx(max(abs(low), abs(high)) / 127, rel=1e-6)
-    # and the QDQ model quantizes each activation over that same range (uint8 rounding aside)
+    # and the QDQ model quantizes each activation over that same range (uint8 rounding aside),
+    # but for a MaxPool's output: ONNX Runtime gives it its input's quantization, exact for a
+    # max (TensorRT does the same when it fuses the pool)
     int8 = onnx.load(str(folder / "m.onnx"))
+    pooled = {o for n in graph.node if n.op_type == "MaxPool" for o in n.output}
     checked = 0
     for name, (low, high) in activation_ranges_of(int8).items():
         name = name.removesuffix("_QuantizeLinear_Input")  # a graph output's own Q input
+        if name in pooled:
+            continue
         amax = cache.amax(name)
         if amax == 0:  # a dead channel: ONNX Runtime picks scale 1, TensorRT's scale is 0
             continue

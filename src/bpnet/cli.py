@@ -636,8 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="deployable model's input type (float32 for DeepStream nvinfer); default uint8",
     )  # fmt: skip
     export.add_argument(
-        "--cal_method", choices=("minmax", "entropy", "percentile"), default="minmax",
-        help="activation range calibration (default minmax)",
+        "--cal_method", choices=("minmax", "entropy", "percentile"), default="percentile",
+        help="activation range calibration (default percentile: 99.999%% of the values)",
     )  # fmt: skip
     export.add_argument(
         "--reduce_range", action="store_true",

@@ -19,7 +19,13 @@ from bpnet.config import load_experiment_spec
 from bpnet.config.spec import STRIDE
 from bpnet.errors import BpnetError
 from bpnet.export import calibration as cal
-from bpnet.export.int8 import CALIBRATION_METHODS, TensorfileReader, calibrate_ranges, quantize_int8
+from bpnet.export.int8 import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_METHOD,
+    TensorfileReader,
+    calibrate_ranges,
+    quantize_int8,
+)
 from bpnet.export.onnx_export import convert_fp16, export_onnx, save_onnx
 from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
@@ -72,7 +78,7 @@ class ExportOptions:
     sdk_compatible: bool = False
     upsample_ratio: int = 4
     sdk_input_dtype: Literal["uint8", "float32"] = "uint8"
-    cal_method: str = "minmax"
+    cal_method: str = DEFAULT_CALIBRATION_METHOD
     reduce_range: bool = False
     max_batch_size: int = 1
     force: bool = False
@@ -175,7 +181,8 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
             )
             # the metadata file build_engine writes beside the engine travels with it
             staged["engine_metadata"] = (
-                engine_metadata_path(engine), engine_metadata_path(options.engine_file)
+                engine_metadata_path(engine),
+                engine_metadata_path(options.engine_file),
             )
         for staged_file, final in staged.values():
             _copy(staged_file, final)

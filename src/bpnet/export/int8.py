@@ -25,6 +25,9 @@ from bpnet.inference import model_io as mio
 from bpnet.inference.model_io import ModelIO, network_input
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# percentile (99.999%) kept the fixture-overfit model within 1 AP point of FP32 where minmax lost
+# 4.7 points (docs/BENCHMARKS.md, "Accuracy of every exported form")
+DEFAULT_CALIBRATION_METHOD = "percentile"
 
 
 class TensorfileReader:
@@ -78,7 +81,7 @@ class _OneBatch:
 def calibrate_ranges(
     fp32_model: str | Path,
     reader: TensorfileReader,
-    method: str = "minmax",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     *,
     progress=None,
 ) -> dict[str, tuple[float, float]]:

@@ -13,6 +13,8 @@ The recipe (measured on AVX2 CPUs without VNNI, where it is the fast one):
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -115,12 +117,15 @@ def calibrate_ranges(
         )
         reader.rewind()
         done = 0
+        # the histogram calibrators print() a line per batch; our own progress says enough
         while (inputs := reader.get_next()) is not None:
-            calibrator.collect_data(_OneBatch(inputs))
+            with contextlib.redirect_stdout(io.StringIO()):
+                calibrator.collect_data(_OneBatch(inputs))
             done += 1
             if progress is not None:
                 progress(done, len(reader))
-        tensors = calibrator.compute_data()
+        with contextlib.redirect_stdout(io.StringIO()):
+            tensors = calibrator.compute_data()
     return {
         name: (float(np.min(data.range_value[0])), float(np.max(data.range_value[1])))
         for name, data in tensors.items()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,6 +97,12 @@ def write_with_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -
     """Call ``writer(tmp_path)`` and move the result onto ``path`` if it returns normally."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def copy_atomic(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy ``source`` onto ``target`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from bpnet.errors import BpnetError, DatasetError
 from bpnet.export.tensorfile import write_tensorfile
 from bpnet.inference.model_io import warp_rgb
 from bpnet.inference.pipeline import ScaledInput
-from bpnet.io import atomic_path, image_files, read_json
+from bpnet.io import copy_atomic, image_files, read_json
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -174,7 +173,6 @@ def sample_calibration_images(
     written = []
     for (image_id, name), base in zip(chosen, names, strict=True):
         target = out_dir / (base if uses[base] == 1 else f"{image_id}_{base}")
-        with atomic_path(target) as tmp:
-            shutil.copyfile(image_dir / name, tmp)
+        copy_atomic(image_dir / name, target)
         written.append(target)
     return written

@@ -30,7 +30,7 @@ from bpnet.export.onnx_export import convert_fp16, export_onnx, save_onnx
 from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
 from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input
-from bpnet.io import write_with_atomic
+from bpnet.io import copy_atomic
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
 
@@ -185,7 +185,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 engine_metadata_path(options.engine_file),
             )
         for staged_file, final in staged.values():
-            _copy(staged_file, final)
+            copy_atomic(staged_file, final)
         files = {role: str(final) for role, (_, final) in staged.items()}
     if options.data_type == "int8" and options.cal_data_file is not None:
         files.setdefault("cal_data_file", str(options.cal_data_file))  # reused as it was
@@ -292,10 +292,6 @@ def _progress(say: Callable[[str], None]) -> Callable[[int, int], None]:
             say(f"  calibration batch {done}/{total}")
 
     return report
-
-
-def _copy(source: Path, target: Path) -> None:
-    write_with_atomic(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def _compare_with_torch(model, onnx_path: Path, io_: ModelIO, train_spec) -> float:

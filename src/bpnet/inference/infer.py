@@ -6,11 +6,9 @@ Writes ``detections.json`` (COCO keypoint results, one record per person, with t
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import cv2
@@ -23,7 +21,7 @@ from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError
 from bpnet.evaluate.coco_eval import detections_for_image
 from bpnet.inference.pipeline import input_geometry, predict_people
-from bpnet.io import check_output_dir, image_files, write_json_atomic, write_with_atomic
+from bpnet.io import check_output_dir, copy_atomic, image_files, write_json_atomic
 from bpnet.visualize import draw_people
 
 DETECTIONS_FILE = "detections.json"
@@ -127,7 +125,7 @@ def run_inference(
                     raise BpnetError(f"{staged}: could not write the picture; check the disk")
             say(f"{path.name}: {len(people)} people")
         for staged in sorted(Path(staging).iterdir()):
-            write_with_atomic(pictures / staged.name, partial(shutil.copyfile, staged))
+            copy_atomic(staged, pictures / staged.name)
     write_json_atomic(results_dir / DETECTIONS_FILE, detections)
     return {
         "images": len(images),

@@ -25,6 +25,7 @@ from bpnet.export.int8 import TensorfileReader, calibrate_ranges
 from bpnet.export.onnx_export import convert_fp16, export_onnx
 from bpnet.export.tensorfile import read_tensorfile, write_tensorfile
 from bpnet.export.trt_cache import cache_text, parse_cache, read_cache
+from bpnet.inference.infer import find_inputs
 from bpnet.inference.model_io import (
     ModelIO,
     bilinear_upsampling_matrix,
@@ -213,6 +214,22 @@ def test_a_late_failure_leaves_no_output(checkpoint, tmp_path, monkeypatch):
     assert list(out.iterdir()) == []
 
 
+def test_an_unwritable_output_folder_stops_before_calibration(checkpoint, tmp_path):
+    """The cache's folder cannot be made (a file is in the way): the error comes before the
+    calibration images are read, and the model is not left in place without its cache."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    said = []
+    options = ExportOptions(
+        model=checkpoint, output=tmp_path / "m.onnx", data_type="int8",
+        cal_image_dir=image_folder(tmp_path / "cal", 2), cal_cache_file=blocker / "cal.bin",
+        batches=2, batch_size=1, input_dims=(64, 96),
+    )  # fmt: skip
+    with pytest.raises(BpnetError, match="blocker: is a file"):
+        run_export(options, say=said.append)
+    assert said == [] and not (tmp_path / "m.onnx").exists()
+
+
 @pytest.mark.parametrize("fails", [False, True])
 def test_engine_and_its_metadata_land_together_or_not_at_all(
     checkpoint, tmp_path, monkeypatch, fails
@@ -259,14 +276,32 @@ def test_engine_and_its_metadata_land_together_or_not_at_all(
     assert json.loads((out / "m.engine.json").read_text())  # the ONNX model's metadata
 
 
-def test_calibration_options_without_int8_are_reported(checkpoint, tmp_path):
+def test_options_that_do_not_apply_are_reported(checkpoint, tmp_path):
     said = []
     options = ExportOptions(
-        model=checkpoint, output=tmp_path / "m.onnx", cal_data_file=tmp_path / "cal.tensor"
-    )
+        model=checkpoint, output=tmp_path / "m.onnx", cal_data_file=tmp_path / "cal.tensor",
+        batches=20, cal_method="minmax", upsample_ratio=2,
+    )  # fmt: skip
     result = run_export(options, say=said.append)
-    assert any("--cal_data_file" in line and "ignored" in line for line in said)
+    notes = [line for line in said if "ignored" in line]
+    assert notes == [
+        "note: --cal_data_file, --batches, --cal_method only apply to --data_type int8; ignored",
+        "note: --upsample_ratio only applies to --sdk_compatible_model; ignored",
+    ]
     assert set(result["files"]) == {"onnx"} and not (tmp_path / "cal.tensor").exists()
+
+
+def test_a_tao_export_command_translates_one_to_one(checkpoint, tmp_path, capsys):
+    """TAO's short options and forms: -t tfonnx, -d in CHW order with -i channels_first; and
+    TAO's default layout, NHWC, when -i is not given."""
+    out = tmp_path / "tao.onnx"
+    argv = ["export", "-m", str(checkpoint), "-o", str(out), "-k", "tlt_encode", "-t", "tfonnx",
+            "-d", "3,64,96", "-i", "channels_first"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    io_ = load_model(out).io
+    assert io_.size == (64, 96) and io_.layout == "NCHW"
+    assert main(["export", "-m", str(checkpoint), "-o", str(tmp_path / "d.onnx")]) == 0
+    assert load_model(tmp_path / "d.onnx").io.layout == "NHWC"
 
 
 def activation_ranges_of(quantized) -> dict[str, tuple[float, float]]:
@@ -512,6 +547,29 @@ def test_deployable_model_inputs_outputs_and_equality(tmp_path):
         io_.stage_index(1)
 
 
+@pytest.mark.parametrize("data_type", ["fp16", "int8"])
+def test_deployable_model_in_fp16_and_int8(checkpoint, tmp_path, data_type):
+    """The DeepStream recipe: raw uint8 pixels in, calibrated on raw pixels for INT8, and the
+    runtime's maps still those of PyTorch."""
+    path = tmp_path / "deploy.onnx"
+    options = ExportOptions(
+        model=checkpoint, output=path, data_type=data_type, input_dims=(64, 96),
+        sdk_compatible=True, cal_image_dir=image_folder(tmp_path / "cal", 4), batches=4,
+    )  # fmt: skip
+    result = run_export(options, say=lambda _: None)
+    assert result["max_abs_diff"] < (0.01 if data_type == "fp16" else 0.1)
+    model = onnx.load(str(path))
+    (inp,) = model.graph.input
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.name for o in model.graph.output] == ["pafs", "heatmaps"]
+    assert read_onnx_metadata(path)["bpnet.data_type"] == data_type
+    if data_type == "int8":  # what nvinfer builds its engine from: the FP32 graph + the cache
+        assert set(result["files"]) == {"onnx", "fp32_onnx", "cal_cache_file"}
+        fp32 = onnx.load(str(tmp_path / "deploy.fp32.onnx"))
+        assert fp32.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert len(read_cache(tmp_path / "deploy.cal.bin").scales) > 10
+
+
 def test_upsampling_matrix_is_torch_bilinear():
     for n, factor in [(5, 4), (7, 2), (3, 8)]:
         basis = torch.eye(n)[:, None, :, None]  # (n, 1, n, 1): one unit impulse per image
@@ -587,6 +645,25 @@ def test_evaluate_and_inference_run_exported_models(checkpoint, synth, tmp_path,
     assert all(d["file_name"] in names and len(d["keypoints"]) == 17 * 3 for d in detections)
     pictures = sorted(p.name for p in (out / "images").iterdir())
     assert pictures == sorted(p.stem + ".jpg" for p in (synth / "val").iterdir())
+    # TAO's --input_type json: a COCO file in the official layout keeps its image ids (so the
+    # detections score against it); a plain list of paths is numbered 1, 2, ...
+    annotations = synth / "annotations" / "person_keypoints_val.json"
+    listed = {e["id"]: synth / "val" / e["file_name"]
+              for e in json.loads(annotations.read_text())["images"]}  # fmt: skip
+    assert {i: p for p, i in find_inputs(annotations, "json")} == listed
+    argv = ["inference", "-m", str(deploy), "--input_type", "json", "--input", str(annotations),
+            "-r", str(tmp_path / "json"), "--no_visualizations", *strict]  # fmt: skip
+    assert main(argv) == 0
+    assert f"in {len(listed)} images" in capsys.readouterr().out
+    listing = tmp_path / "list.json"
+    listing.write_text(json.dumps([str(p) for p in sorted(listed.values())[:2]]))
+    assert [i for _, i in find_inputs(listing)] == [1, 2]  # .json: json by default
+    argv[6], argv[8] = str(listing), str(tmp_path / "list")
+    assert main(argv) == 0
+    listing.write_text(json.dumps(["nowhere.jpg"]))
+    assert "nowhere.jpg: image listed in" in _error(capsys, argv)
+    argv[4] = "dir"
+    assert "--input_type dir needs a folder" in _error(capsys, argv)
     # an unreadable image after good ones: one line, and no pictures or detections left
     folder = tmp_path / "some_bad"
     folder.mkdir()

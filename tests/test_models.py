@@ -308,6 +308,19 @@ def test_spec_data_format_and_unknown_mtype(pose):
         load_experiment_spec(None, ["model.backbone_attributes.mtype=tiny"])
 
 
+def test_openpose_coco_preset_cannot_be_changed_by_the_spec():
+    coco = ["model.backbone_attributes.architecture=openpose",
+            "model.backbone_attributes.mtype=openpose_coco"]  # fmt: skip
+    assert load_experiment_spec(None, [*coco, "model.stages=6"]).model.stages == 6
+    with pytest.raises(SpecError, match=re.escape("model.stages: the openpose_coco preset is")):
+        load_experiment_spec(None, coco)  # the default 3 stages
+    with pytest.raises(SpecError, match=r"model\.num_filters: .*use mtype: default"):
+        load_experiment_spec(None, [*coco, "model.stages=6", "model.num_filters=64"])
+    # the layout itself stays configurable
+    default = [coco[0], "model.stages=3", "model.num_filters=64"]
+    assert load_experiment_spec(None, default).model.num_filters == 64
+
+
 def test_demo_spec_builds(pose):
     spec = load_experiment_spec(Path(__file__).parents[1] / "specs" / "synthetic_demo.yaml")
     model = build_model(spec.model, pose)

@@ -8,6 +8,7 @@ second each on two CPU cores. The data-parallel test uses the BN-free stand-in n
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -191,6 +192,14 @@ def test_pretrained_weights_with_and_without_load_graph(trained, tiny_coco, tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(pretrained) in err
 
+    # a retrain spec (load_graph) whose pruned model was forgotten: an error, not a fresh net
+    argv = ["train", "-e", str(spec), "-r", str(tmp_path / "forgot"), "-o",
+            "pretrained_weights=null"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-o pretrained_weights=PATH" in err
+    assert not (tmp_path / "forgot").exists()
+
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
     model = tiny_model.build_model(load_experiment_spec(None).model, load_pose_config())
@@ -302,3 +311,29 @@ def test_two_gloo_processes_equal_one_process_with_the_whole_batch(
         # far closer than the steps moved the weights
         moved = (reference[k] - before).abs().max()
         assert (rank0[k] - reference[k]).abs().max() <= 1e-3 * moved, k
+
+
+def test_processes_that_see_different_checkpoints_stop_with_an_error(tmp_path, monkeypatch):
+    """Multi-node without a shared results folder: rank 0 sees a checkpoint, rank 1 none. Each
+    would run a different number of steps and hang; instead every rank stops with one line."""
+    import bpnet.train.distributed as distributed
+
+    model = tiny_model.build_model(load_experiment_spec(None).model, load_pose_config())
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 3), model, epoch=3, step=9)
+
+    def gather(out, value):  # what rank 1, on a machine without the folder, would report
+        out[:] = [value, None]
+
+    monkeypatch.setattr(distributed.torch_dist, "all_gather_object", gather)
+    dist = distributed.DistInfo(rank=0, world_size=2)
+    with pytest.raises(
+        BpnetError, match=re.escape("rank 0: model_epoch_003.pth, rank 1: none")
+    ) as err:
+        trainer.resume_point(tmp_path, dist)
+    assert "\n" not in str(err.value) and "shares" in str(err.value)
+
+    def agree(out, value):  # a shared folder: both ranks see the same checkpoint
+        out[:] = [value, value]
+
+    monkeypatch.setattr(distributed.torch_dist, "all_gather_object", agree)
+    assert trainer.resume_point(tmp_path, dist) == ckpt.checkpoint_path(tmp_path, 3)

@@ -248,14 +248,19 @@ def _cmd_bench_decode(args: argparse.Namespace) -> int:
 
 
 def _dims(text: str) -> tuple[int, int]:
-    """``--input_dims H,W,C`` (TAO's order, C = 3) or ``H,W`` -> (H, W)."""
+    """``--input_dims`` H,W,3 (HWC), 3,H,W (CHW, as TAO writes it for channels_first) or H,W
+    -> (H, W)."""
     try:
         values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
     except ValueError:
         values = []
-    if len(values) not in (2, 3) or (len(values) == 3 and values[2] != 3):
-        raise argparse.ArgumentTypeError(f"expected H,W,3 (e.g. 288,384,3), got {text!r}")
-    return values[0], values[1]
+    if len(values) == 2:
+        return values[0], values[1]
+    if len(values) == 3 and values[2] == 3:
+        return values[0], values[1]
+    if len(values) == 3 and values[0] == 3:
+        return values[1], values[2]
+    raise argparse.ArgumentTypeError(f"expected H,W,3 or 3,H,W (e.g. 288,384,3), got {text!r}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -304,8 +309,8 @@ def _cmd_inference(args: argparse.Namespace) -> int:
     if model is None:
         raise BpnetError("bpnet inference: give a model with -m MODEL (.pth, .onnx or .engine)")
     summary = run_inference(
-        model, args.input, args.results_dir, spec, draw=not args.no_visualizations,
-        threads=args.threads,
+        model, args.input, args.results_dir, spec, input_type=args.input_type,
+        draw=not args.no_visualizations, threads=args.threads,
     )  # fmt: skip
     print(
         f"{summary['people']} people in {summary['images']} images; results in {args.results_dir}"
@@ -590,8 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
         "used)",
     )  # fmt: skip
     export.add_argument(
-        "-t", "--export_format", choices=("onnx",), default="onnx", help="accepted; always onnx"
-    )
+        "-t", "--backend", "--export_format", dest="backend", choices=("onnx", "tfonnx"),
+        default="onnx", help="accepted for TAO compatibility: both give the same ONNX model",
+    )  # fmt: skip
     export.add_argument(
         "--data_type", choices=("fp32", "fp16", "int8"), default="fp32",
         help="precision of the ONNX model (and of the engine); default fp32",
@@ -614,13 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--batches", type=int, default=10, help="calibration batches (10)")
     export.add_argument("--batch_size", type=int, default=1, help="images per batch (1)")
     export.add_argument(
-        "--input_dims", type=_dims, default=None, metavar="H,W,C",
-        help="fixed input size, e.g. 288,384,3; default: dynamic height and width "
-        "(calibration then runs at 288x384)",
+        "-d", "--input_dims", type=_dims, default=None, metavar="H,W,C",
+        help="fixed input size, e.g. 288,384,3 (or 3,288,384); default: dynamic height and "
+        "width (calibration then runs at 288x384)",
     )  # fmt: skip
     export.add_argument(
-        "--data_format", choices=("channels_first", "channels_last"), default="channels_first",
-        help="NCHW or NHWC input and outputs (default channels_first)",
+        "-i", "--data_format", choices=("channels_first", "channels_last"),
+        default="channels_last", help="NHWC or NCHW input and outputs (default channels_last, "
+        "as TAO)",
     )  # fmt: skip
     export.add_argument(
         "--sdk_compatible_model", action="store_true",
@@ -691,11 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file: .pth, .onnx (FP32/FP16/INT8/deployable) or .engine",
     )  # fmt: skip
     inference.add_argument(
-        "--input", type=Path, required=True, help="an image file or a folder of images"
-    )
+        "--input", type=Path, required=True,
+        help="an image file, a folder of images, or a JSON file listing images (a list of "
+        "paths, or a COCO file: its image ids are kept)",
+    )  # fmt: skip
     inference.add_argument(
-        "--input_type", choices=("image", "dir"), default=None,
-        help="accepted for TAO compatibility (the kind of --input is detected)",
+        "--input_type", choices=("image", "dir", "json"), default=None,
+        help="what --input is (default: told by --input itself)",
     )  # fmt: skip
     inference.add_argument(
         "-i", "--inference_spec", type=Path, default=None,

@@ -8,8 +8,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +99,16 @@ def write_with_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -
         writer(tmp)
 
 
-def copy_atomic(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Copy ``source`` onto ``target`` atomically (see :func:`atomic_path`)."""
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+def copy_all_atomic(pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]]) -> None:
+    """Copy each ``(source, target)``: every target is written, or none is touched.
+
+    Every copy is first made in full beside its target; only then are they all renamed into
+    place, so a copy that fails (no space, no permission) leaves the targets as they were and
+    no temporary file behind.
+    """
+    with ExitStack() as stack:
+        for source, target in pairs:
+            shutil.copyfile(source, stack.enter_context(atomic_path(target)))
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -200,7 +200,9 @@ class DataloaderConfig:
 MTYPES: dict[str, tuple[str, ...]] = {
     "vgg": ("default",),  # TAO BodyPoseNet's VGG19-BN backbone
     "resnet": ("default", "resnet18", "resnet10"),  # default = resnet18
-    "openpose": ("default", "openpose_coco"),  # default = openpose_coco (CMU, stages: 6)
+    # openpose_coco: exactly CMU's COCO network (the spec must not change it); default: the
+    # same layout with the spec's stages, widths and kernels (CMU's network at stages: 6)
+    "openpose": ("default", "openpose_coco"),
 }
 
 
@@ -256,6 +258,27 @@ class ModelConfig:
         )
         _require(self.kernel_regularization_factor >= 0, "kernel_regularization_factor", ">= 0")
         _require(self.bias_regularization_factor >= 0, "bias_regularization_factor", ">= 0")
+        if self.backbone_attributes.mtype == "openpose_coco":
+            cmu = {
+                "stages": 6,
+                "num_filters": 128,
+                "stage_kernel_sizes": (7,) * 5,
+                "use_self_attention": False,
+                "stage_batch_norm": False,
+            }
+            for name, value in cmu.items():
+                given = getattr(self, name)
+                _require(
+                    (tuple(given) if name == "stage_kernel_sizes" else given) == value,
+                    name,
+                    f"the openpose_coco preset is CMU's exact network ({name}: {value}); "
+                    "use mtype: default to change the OpenPose layout",
+                )
+            _require(
+                self.backbone_attributes.width_multiplier == 1.0,
+                "backbone_attributes.width_multiplier",
+                "the openpose_coco preset is CMU's exact network (1.0); use mtype: default",
+            )
 
 
 @dataclass(frozen=True)

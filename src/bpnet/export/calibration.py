@@ -23,7 +23,7 @@ from bpnet.errors import BpnetError, DatasetError
 from bpnet.export.tensorfile import write_tensorfile
 from bpnet.inference.model_io import warp_rgb
 from bpnet.inference.pipeline import ScaledInput
-from bpnet.io import copy_atomic, image_files, read_json
+from bpnet.io import copy_all_atomic, image_files, read_json
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -170,9 +170,13 @@ def sample_calibration_images(
             raise DatasetError(f"{image_dir / name}: image file not found; check -i")
     names = [Path(name).name for _, name in chosen]
     uses = Counter(names)
-    written = []
-    for (image_id, name), base in zip(chosen, names, strict=True):
-        target = out_dir / (base if uses[base] == 1 else f"{image_id}_{base}")
-        copy_atomic(image_dir / name, target)
-        written.append(target)
+    written = [
+        out_dir / (base if uses[base] == 1 else f"{image_id}_{base}")
+        for (image_id, _), base in zip(chosen, names, strict=True)
+    ]
+    # all or nothing: a copy that fails part-way leaves no image behind for the next run to
+    # refuse as a non-empty folder
+    copy_all_atomic(
+        (image_dir / name, target) for (_, name), target in zip(chosen, written, strict=True)
+    )
     return written

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +30,7 @@ from bpnet.export.onnx_export import convert_fp16, export_onnx, save_onnx
 from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
 from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input
-from bpnet.io import copy_atomic
+from bpnet.io import check_output_dir, copy_all_atomic
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
 
@@ -74,7 +74,7 @@ class ExportOptions:
     batches: int = 10
     batch_size: int = 1
     input_dims: tuple[int, int] | None = None
-    data_format: Literal["channels_first", "channels_last"] = "channels_first"
+    data_format: Literal["channels_first", "channels_last"] = "channels_last"  # TAO's default
     sdk_compatible: bool = False
     upsample_ratio: int = 4
     sdk_input_dtype: Literal["uint8", "float32"] = "uint8"
@@ -114,11 +114,9 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         given = load_experiment_spec(options.experiment_spec).dataloader.normalization_params
         if given != loaded.train_spec.dataloader.normalization_params:
             say(f"note: {options.model} stores its own spec; its normalisation is used, not -e's")
-    if options.data_type != "int8":
-        given = [n for n in ("cal_image_dir", "cal_cache_file", "cal_data_file")
-                 if getattr(options, n) is not None]  # fmt: skip
-        if given:
-            say(f"note: --{', --'.join(given)} only apply to --data_type int8; ignored")
+    for flags, needs in _unused_options(options):
+        verb = "applies" if len(flags) == 1 else "apply"
+        say(f"note: --{', --'.join(flags)} only {verb} to {needs}; ignored")
     with tempfile.TemporaryDirectory(prefix="bpnet-export-") as tmp:
         # every output is staged here and moved into place only when all of them exist
         staged: dict[str, tuple[Path, Path]] = {}  # role -> (staged file, final path)
@@ -184,12 +182,30 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 engine_metadata_path(engine),
                 engine_metadata_path(options.engine_file),
             )
-        for staged_file, final in staged.values():
-            copy_atomic(staged_file, final)
+        copy_all_atomic(staged.values())
         files = {role: str(final) for role, (_, final) in staged.items()}
     if options.data_type == "int8" and options.cal_data_file is not None:
         files.setdefault("cal_data_file", str(options.cal_data_file))  # reused as it was
     return {"files": files, "io": io_, "max_abs_diff": diff}
+
+
+_INT8_ONLY = ("cal_image_dir", "cal_cache_file", "cal_data_file", "batches", "batch_size",
+              "cal_method", "reduce_range")  # fmt: skip
+_DEPLOYABLE_ONLY = ("upsample_ratio", "sdk_input_dtype")
+
+
+def _unused_options(options: ExportOptions) -> list[tuple[list[str], str]]:
+    """Options set away from their defaults that this export does not use, and what they need."""
+    defaults = {f.name: f.default for f in fields(ExportOptions)}
+    unused = []
+    for names, used, needs in (
+        (_INT8_ONLY, options.data_type == "int8", "--data_type int8"),
+        (_DEPLOYABLE_ONLY, options.sdk_compatible, "--sdk_compatible_model"),
+    ):
+        changed = [n for n in names if getattr(options, n) != defaults[n]]
+        if changed and not used:
+            unused.append((changed, needs))
+    return unused
 
 
 def _check(options: ExportOptions) -> dict:
@@ -224,6 +240,11 @@ def _check(options: ExportOptions) -> dict:
     existing = [p for p in outputs if p.exists()]
     if existing and not options.force:
         raise BpnetError(f"{existing[0]} exists; pass --force to overwrite it")
+    folders = {p.parent for p in outputs}
+    if options.data_type == "int8" and options.cal_data_file is not None:
+        folders.add(options.cal_data_file.parent)
+    for folder in sorted(folders):
+        check_output_dir(folder)  # now, not after the calibration
     plan = {"tensorfile": None, "images": None, "batches": None, "trt_version": DEFAULT_TRT_VERSION}
     if options.engine_file is not None:
         from bpnet.export.tensorrt_engine import trt_version_number

@@ -21,37 +21,84 @@ from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError
 from bpnet.evaluate.coco_eval import detections_for_image
 from bpnet.inference.pipeline import input_geometry, predict_people
-from bpnet.io import check_output_dir, copy_atomic, image_files, write_json_atomic
+from bpnet.io import check_output_dir, copy_all_atomic, image_files, read_json, write_json_atomic
 from bpnet.visualize import draw_people
 
 DETECTIONS_FILE = "detections.json"
 CATEGORY_ID = 1  # COCO's "person"
 
 
-def find_images(source: str | Path) -> list[Path]:
-    """One image file, or the image files directly inside a folder, sorted by name.
+INPUT_TYPES = ("image", "dir", "json")
+
+
+def find_inputs(source: str | Path, input_type: str | None = None) -> list[tuple[Path, int]]:
+    """The images to run on, with their COCO image ids, from ``--input`` (TAO's input types).
+
+    * ``image``: one image file; ``dir``: the image files directly inside a folder, by name.
+      Ids: the file stems when all are distinct numbers (COCO's own file names,
+      ``000000397133.jpg`` -> 397133), else 1, 2, ... in file order.
+    * ``json``: a JSON file listing the images: either a list of paths, or a COCO file whose
+      ``images`` entries give ``file_name`` and ``id`` (ids kept, so ``detections.json`` scores
+      against that file). Relative paths start at the JSON's folder, or at ``ROOT/SPLIT/``
+      for a COCO file in the official layout (``ROOT/annotations/person_keypoints_SPLIT.json``).
+
+    ``input_type`` None: a ``.json`` file is ``json``, another file ``image``, a folder ``dir``.
 
     Raises:
-        BpnetError: nothing there, or a folder without images.
+        BpnetError: nothing there, the wrong kind of input for ``input_type``, a folder without
+            images, or a JSON file that lists no images, a missing one, or is not such a list.
     """
     source = Path(source)
-    if source.is_file():
-        return [source]
-    if not source.is_dir():
-        raise BpnetError(f"{source}: no such image file or folder; check --input")
-    images = image_files(source)
+    if input_type is None:
+        input_type = "dir" if source.is_dir() else "json" if source.suffix == ".json" else "image"
+    if input_type not in INPUT_TYPES:
+        raise BpnetError(f"--input_type {input_type}: use one of {', '.join(INPUT_TYPES)}")
+    if not source.exists():
+        raise BpnetError(f"{source}: no such file or folder; check --input")
+    if (input_type == "dir") != source.is_dir():
+        kind = "a folder" if input_type == "dir" else "a file"
+        raise BpnetError(f"{source}: --input_type {input_type} needs {kind}; check --input")
+    if input_type == "json":
+        return _images_from_json(source)
+    images = [source] if input_type == "image" else image_files(source)
     if not images:
         raise BpnetError(f"{source}: no .jpg, .jpeg, .png or .bmp images in this folder")
-    return images
+    return list(zip(images, _ids_from_names(images), strict=True))
 
 
-def image_ids(images: list[Path]) -> list[int]:
-    """COCO image ids: the file stems when all are distinct numbers (COCO's own file names,
-    ``000000397133.jpg`` -> 397133), else 1, 2, ... in file order."""
+def _ids_from_names(images: list[Path]) -> list[int]:
     stems = Counter(p.stem for p in images)
     if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems]
     return list(range(1, len(images) + 1))
+
+
+def _images_from_json(path: Path) -> list[tuple[Path, int]]:
+    data = read_json(path)
+    base = path.parent
+    if isinstance(data, dict) and isinstance(data.get("images"), list):
+        prefix = "person_keypoints_"
+        if base.name == "annotations" and path.stem.startswith(prefix):
+            base = base.parent / path.stem[len(prefix) :]  # the official COCO layout
+        try:
+            listed = [(str(e["file_name"]), int(e["id"])) for e in data["images"]]
+        except (TypeError, KeyError, ValueError):
+            raise BpnetError(
+                f"{path}: every entry of images needs a file_name and an integer id"
+            ) from None
+    elif isinstance(data, list) and all(isinstance(e, str) for e in data):
+        listed = [(name, i) for i, name in enumerate(data, start=1)]
+    else:
+        raise BpnetError(
+            f"{path}: expected a list of image paths or a COCO file with an images list"
+        )
+    if not listed:
+        raise BpnetError(f"{path}: lists no images")
+    inputs = [(base / name, image_id) for name, image_id in listed]
+    for image, _ in inputs:
+        if not image.is_file():
+            raise BpnetError(f"{image}: image listed in {path} not found; fix the path")
+    return inputs
 
 
 def _record(path: Path, image_id: int, width: int, height: int, joints: int) -> ImageRecord:
@@ -71,6 +118,7 @@ def run_inference(
     results_dir: str | Path,
     spec: InferenceSpec,
     *,
+    input_type: str | None = None,
     draw: bool = True,
     threads: int | None = None,
     say: Callable[[str], None] = print,
@@ -80,9 +128,11 @@ def run_inference(
     Args:
         model: a ``.pth``, ``.onnx`` or ``.engine`` file (see
             :func:`bpnet.inference.runtime.load_model`).
-        source: an image file or a folder of images.
+        source: an image file, a folder of images or a JSON list of images.
         results_dir: receives ``detections.json`` and ``images/``.
         spec: input geometry and decoder settings.
+        input_type: ``image``, ``dir`` or ``json`` (see :func:`find_inputs`); None: from
+            ``source``.
         draw: write the pictures with skeletons.
         threads: ONNX Runtime threads (None: as many as PyTorch uses).
 
@@ -94,19 +144,19 @@ def run_inference(
     """
     from bpnet.inference.runtime import load_model
 
-    images = find_images(source)
+    inputs = find_inputs(source, input_type)
     results_dir = check_output_dir(results_dir)
     loaded = load_model(model)
     pose = loaded.pose
     source_ = loaded.source(stage=spec.output_stage_to_use, threads=threads)
     params = DecoderParams.from_spec(spec)
     detections: list[dict] = []
-    stems = Counter(p.stem for p in images)
+    stems = Counter(p.stem for p, _ in inputs)
     pictures = results_dir / "images"
     # pictures are drawn into a staging folder and moved into images/ only when every image
     # went through: a failure part-way leaves the results folder as it was
     with tempfile.TemporaryDirectory(prefix="bpnet-inference-") as staging:
-        for path, image_id in zip(images, image_ids(images), strict=True):
+        for path, image_id in inputs:
             image = read_image(path)
             height, width = image.shape[:2]
             record = _record(path, image_id, width, height, pose.num_joints)
@@ -118,17 +168,16 @@ def run_inference(
             detections += [{**r, "file_name": path.name} for r in records]
             if draw:
                 drawn = draw_people(image, keypoints, pose, scores=True)
-                # a.jpg and a.png would both draw to a.jpg: keep the suffix in the name then
-                name = path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")
+                # a.jpg and a.png (or two a.jpg of a JSON list) would both draw to a.jpg
+                name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{image_id}"
                 staged = Path(staging) / f"{name}.jpg"
                 if not cv2.imwrite(str(staged), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                     raise BpnetError(f"{staged}: could not write the picture; check the disk")
             say(f"{path.name}: {len(people)} people")
-        for staged in sorted(Path(staging).iterdir()):
-            copy_atomic(staged, pictures / staged.name)
+        copy_all_atomic((staged, pictures / staged.name) for staged in Path(staging).iterdir())
     write_json_atomic(results_dir / DETECTIONS_FILE, detections)
     return {
-        "images": len(images),
+        "images": len(inputs),
         "people": len(detections),
         "detections": str(results_dir / DETECTIONS_FILE),
     }

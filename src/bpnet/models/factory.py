@@ -51,9 +51,9 @@ def make_arch(config: ModelConfig, pose: PoseConfig) -> dict:
 
     * ``vgg`` / ``default``: TAO BodyPoseNet (VGG19-BN backbone + lite stages).
     * ``resnet`` / ``resnet18`` (= ``default``), ``resnet10``: residual backbone + lite stages.
-    * ``openpose`` / ``openpose_coco`` (= ``default``): CMU OpenPose COCO; the published
-      network is ``stages: 6`` with the default ``num_filters`` (128) and kernels
-      (five 7x7); biases whatever ``use_bias`` says, no BN unless ``stage_batch_norm``.
+    * ``openpose`` / ``openpose_coco``: CMU OpenPose COCO exactly (the spec checks ``stages:
+      6``, 128 filters, 7x7 kernels, full width, no BN); ``openpose`` / ``default``: the same
+      layout with the spec's stages, widths and kernels. Biases follow ``use_bias``.
     """
     attrs = config.backbone_attributes
     width = scaled_width(attrs.width_multiplier)

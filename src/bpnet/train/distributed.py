@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -86,6 +87,15 @@ def all_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     values = values.clone()
     torch_dist.all_reduce(values)
     return values / info.world_size
+
+
+def all_gather(value: Any, info: DistInfo) -> list[Any]:
+    """Every process's ``value`` (a small picklable object), in rank order."""
+    if not info.distributed:
+        return [value]
+    gathered: list[Any] = [None] * info.world_size
+    torch_dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def needs_launch(gpus: int, nodes: int = 1) -> bool:

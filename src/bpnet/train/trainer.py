@@ -52,7 +52,13 @@ from bpnet.train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from bpnet.train.distributed import DistInfo, all_mean, init_distributed, shutdown_distributed
+from bpnet.train.distributed import (
+    DistInfo,
+    all_gather,
+    all_mean,
+    init_distributed,
+    shutdown_distributed,
+)
 from bpnet.train.monitor import MetricsLog, Progress, plot_loss_curve
 from bpnet.train.optim import build_optimizer
 from bpnet.train.schedules import build_scheduler
@@ -114,6 +120,12 @@ def _train(
             print(text, file=out, flush=True)
 
     check_output_dir(results_dir)
+    if spec.load_graph and not spec.pretrained_weights:
+        # a retrain spec whose pruned model was forgotten would train a fresh, unpruned network
+        raise SpecError(
+            "load_graph: true needs pretrained_weights (the pruned .pth to retrain); set it in "
+            "the spec or pass -o pretrained_weights=PATH"
+        )
     seed_everything(spec.random_seed)
     pose = resolve_pose_config(spec.dataloader)
     root = _dataset_root(spec, root)
@@ -131,7 +143,7 @@ def _train(
         )
     batch_images = spec.dataloader.batch_size * dist.world_size  # per step, all processes
 
-    resume = latest_checkpoint(results_dir)
+    resume = resume_point(results_dir, dist)
     model, checkpoint = build_training_model(spec, pose, resume, say)
     channels_last = spec.model.data_format == "channels_last"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -322,6 +334,26 @@ def build_training_model(
         load_state_checked(model, pretrained["state_dict"], spec.pretrained_weights)
         return model, None
     return build_model(spec.model, pose), None
+
+
+def resume_point(results_dir: Path, dist: DistInfo) -> Path | None:
+    """The checkpoint to resume from, the same for every process.
+
+    Only rank 0 writes checkpoints; a process on another machine that sees another newest
+    checkpoint (or none) would run a different number of steps and hang the job.
+
+    Raises:
+        BpnetError: the processes see different newest checkpoints in ``results_dir``.
+    """
+    resume = latest_checkpoint(results_dir)
+    seen = all_gather(resume.name if resume else None, dist)
+    if len(set(seen)) > 1:
+        views = ", ".join(f"rank {r}: {name or 'none'}" for r, name in enumerate(seen))
+        raise BpnetError(
+            f"{results_dir}: the processes see different newest checkpoints ({views}); on "
+            "several machines -r must be a folder every machine shares"
+        )
+    return resume
 
 
 def wrap_distributed(model: nn.Module, dist: DistInfo) -> nn.Module:

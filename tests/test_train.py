@@ -95,7 +95,7 @@ def weights(path: Path) -> dict:
 def trained(tiny_coco, tmp_path_factory):
     """One uninterrupted 2-epoch CLI run: (spec file, results folder, stdout)."""
     tmp = tmp_path_factory.mktemp("trained")
-    spec = write_spec(tmp / "spec.yaml", tiny_coco)
+    spec = write_spec(tmp / "spec.yaml", tiny_coco, log_tensorboard=True)
     out = tmp / "results"
     stdout = run_cli(["train", "-e", str(spec), "-r", str(out), "-k", "tlt_encode"])
     return spec, out, stdout
@@ -131,6 +131,17 @@ def test_cli_run_writes_checkpoints_metrics_curve_and_spec(trained):
     assert (out / "validation" / "results.json").is_file()
     assert cv2.imread(str(out / "loss_curve.png")).shape == (480, 800, 3)
     assert "val AP" in stdout and "done: 2 epochs, 4 steps" in stdout
+    # the same numbers in TensorBoard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(out / "tensorboard"))
+    board.Reload()
+    losses = board.Scalars("step/loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4]
+    assert [e.value for e in losses] == pytest.approx([r["loss"] for r in steps])
+    assert [(e.step, e.value) for e in board.Scalars("epoch/AP")] == [
+        (4, pytest.approx(epochs[1]["AP"]))
+    ]
 
     last = ckpt.load_checkpoint(out / "model_epoch_002.pth")
     assert (last["epoch"], last["step"]) == (2, 4)
@@ -337,3 +348,12 @@ def test_processes_that_see_different_checkpoints_stop_with_an_error(tmp_path, m
 
     monkeypatch.setattr(distributed.torch_dist, "all_gather_object", agree)
     assert trainer.resume_point(tmp_path, dist) == ckpt.checkpoint_path(tmp_path, 3)
+
+
+def test_tensorboard_asked_for_but_missing_is_one_line(tiny_coco, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
+    spec = write_spec(tmp_path / "spec.yaml", tiny_coco, log_tensorboard=True)
+    assert main(["train", "-e", str(spec), "-r", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'bpnet[tensorboard]'" in err
+    assert not (tmp_path / "out").exists()  # checked before any work

@@ -347,6 +347,8 @@ class ExperimentSpec:
     max_ckpt_to_keep: int = 100
     random_seed: int = 42
     log_every_n_secs: float = 30.0
+    # TensorBoard event files in RESULTS/tensorboard (needs the tensorboard package)
+    log_tensorboard: bool = False
     pretrained_weights: str | None = None
     load_graph: bool = False
     # inference spec YAML for the validation runs (decoder settings, input size); None: TAO's

@@ -1,9 +1,11 @@
-"""What a training run shows and leaves behind: a progress line, ``metrics.jsonl``, a loss curve.
+"""What a training run shows and leaves behind: a progress line, ``metrics.jsonl``, a loss curve,
+and TensorBoard event files when the spec asks for them (``log_tensorboard: true``).
 
 ``metrics.jsonl`` has one JSON object per line: ``{"kind": "step", "epoch", "step", "loss",
 "heatmap", "paf", "regularization", "lr", "images_per_s"}`` after every optimiser step and
 ``{"kind": "epoch", "epoch", "step", "loss", ..., "AP"?}`` after every epoch (``epoch`` is
-1-based: the number of epochs completed).
+1-based: the number of epochs completed). TensorBoard gets the same numbers as scalars
+``step/<field>`` and ``epoch/<field>`` against the step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,30 @@ from typing import TextIO
 import cv2
 import numpy as np
 
+from bpnet.errors import SpecError
 from bpnet.io import write_text_atomic, write_with_atomic
+
+
+def require_tensorboard() -> type:
+    """TensorBoard's ``SummaryWriter`` class.
+
+    Raises:
+        SpecError: the ``tensorboard`` package is not installed.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SpecError(
+            "log_tensorboard: true needs the tensorboard package; pip install "
+            "'bpnet[tensorboard]' or set log_tensorboard: false"
+        ) from None
+    return SummaryWriter
+
+
+def tensorboard_writer(folder: str | os.PathLike, *, purge_step: int = 0):
+    """A TensorBoard ``SummaryWriter`` on ``folder``; events from ``purge_step`` on (left by an
+    interrupted run) are dropped, as ``metrics.jsonl`` drops them."""
+    return require_tensorboard()(str(folder), purge_step=purge_step or None)
 
 
 class MetricsLog:
@@ -29,10 +54,12 @@ class MetricsLog:
         path: the ``metrics.jsonl`` file.
         keep_until_step: records of later steps (written after the checkpoint the run resumes
             from, by the run that was interrupted) are dropped, so no step appears twice.
+        tensorboard: a ``SummaryWriter`` that gets every numeric field as a scalar, or None.
     """
 
-    def __init__(self, path: str | os.PathLike, *, keep_until_step: int = 0):
+    def __init__(self, path: str | os.PathLike, *, keep_until_step: int = 0, tensorboard=None):
         self.path = Path(path)
+        self.tensorboard = tensorboard
         self.records: list[dict] = []
         if self.path.is_file():
             for line in self.path.read_text().splitlines():
@@ -48,6 +75,17 @@ class MetricsLog:
         self.records.append(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            kind = record.get("kind", "record")
+            for name, value in record.items():
+                if name not in ("kind", "epoch", "step") and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(f"{kind}/{name}", value, record.get("step", 0))
+            if kind == "epoch":
+                self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 class Progress:

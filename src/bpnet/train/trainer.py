@@ -59,13 +59,20 @@ from bpnet.train.distributed import (
     init_distributed,
     shutdown_distributed,
 )
-from bpnet.train.monitor import MetricsLog, Progress, plot_loss_curve
+from bpnet.train.monitor import (
+    MetricsLog,
+    Progress,
+    plot_loss_curve,
+    require_tensorboard,
+    tensorboard_writer,
+)
 from bpnet.train.optim import build_optimizer
 from bpnet.train.schedules import build_scheduler
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SPEC_FILE = "experiment_spec.yaml"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def train(
@@ -120,6 +127,8 @@ def _train(
             print(text, file=out, flush=True)
 
     check_output_dir(results_dir)
+    if spec.log_tensorboard:
+        require_tensorboard()
     if spec.load_graph and not spec.pretrained_weights:
         # a retrain spec whose pruned model was forgotten would train a fresh, unpruned network
         raise SpecError(
@@ -169,7 +178,10 @@ def _train(
     log = None
     if dist.is_main:
         save_spec(spec, results_dir / SPEC_FILE)
-        log = MetricsLog(results_dir / METRICS_FILE, keep_until_step=step)
+        board = None
+        if spec.log_tensorboard:
+            board = tensorboard_writer(results_dir / TENSORBOARD_DIR, purge_step=step + 1)
+        log = MetricsLog(results_dir / METRICS_FILE, keep_until_step=step, tensorboard=board)
     say(
         f"training {spec.num_epoch} epochs x {steps_per_epoch} steps of {batch_images} images "
         f"on {dist.world_size} x {dist.device.type}"
@@ -244,6 +256,8 @@ def _train(
                 )  # fmt: skip
                 prune_checkpoints(results_dir, spec.max_ckpt_to_keep)
 
+    if log is not None:
+        log.close()
     final = latest_checkpoint(results_dir) if dist.is_main else None
     if start_epoch >= spec.num_epoch:
         say(f"nothing to do: {resume} already completes {spec.num_epoch} epochs")

@@ -193,6 +193,15 @@ def test_int8_is_qdq_with_uint8_activations_and_per_channel_weights(int8_export)
     assert result["max_abs_diff"] < 0.1  # quantized, yet the same maps
 
 
+def two_image_int8(checkpoint: Path, tmp_path: Path, output: Path, **paths) -> ExportOptions:
+    """An INT8 export of the small checkpoint calibrated on two 64x96 images."""
+    return ExportOptions(
+        model=checkpoint, output=output, data_type="int8",
+        cal_image_dir=image_folder(tmp_path / "cal", 2), batches=2, batch_size=1,
+        input_dims=(64, 96), **paths,
+    )  # fmt: skip
+
+
 def test_a_late_failure_leaves_no_output(checkpoint, tmp_path, monkeypatch):
     """The last step (here the ONNX Runtime check, in real life a TensorRT build) fails after
     the model, cache and tensorfile exist: none of them may be left behind."""
@@ -204,11 +213,7 @@ def test_a_late_failure_leaves_no_output(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(exporter, "_compare_with_torch", broken)
     out = tmp_path / "out"
     out.mkdir()
-    options = ExportOptions(
-        model=checkpoint, output=out / "m.onnx", data_type="int8",
-        cal_image_dir=image_folder(tmp_path / "cal", 2), cal_data_file=out / "cal.tensor",
-        batches=2, batch_size=1, input_dims=(64, 96),
-    )  # fmt: skip
+    options = two_image_int8(checkpoint, tmp_path, out / "m.onnx", cal_data_file=out / "cal.t")
     with pytest.raises(BpnetError, match="late failure"):
         run_export(options, say=lambda _: None)
     assert list(out.iterdir()) == []
@@ -220,11 +225,9 @@ def test_an_unwritable_output_folder_stops_before_calibration(checkpoint, tmp_pa
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
     said = []
-    options = ExportOptions(
-        model=checkpoint, output=tmp_path / "m.onnx", data_type="int8",
-        cal_image_dir=image_folder(tmp_path / "cal", 2), cal_cache_file=blocker / "cal.bin",
-        batches=2, batch_size=1, input_dims=(64, 96),
-    )  # fmt: skip
+    options = two_image_int8(
+        checkpoint, tmp_path, tmp_path / "m.onnx", cal_cache_file=blocker / "cal.bin"
+    )
     with pytest.raises(BpnetError, match="blocker: is a file"):
         run_export(options, say=said.append)
     assert said == [] and not (tmp_path / "m.onnx").exists()

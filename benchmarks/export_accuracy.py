@@ -6,10 +6,11 @@ Usage::
     python benchmarks/export_accuracy.py --checkpoint runs/demo1k_train/model_epoch_030.pth \\
         -d runs/demo1k --split val --cal_image_dir runs/demo1k/train --out runs/export_accuracy
 
-Every model is exported with ``bpnet export`` (static 288x384 input, INT8 calibrated on
-``--batches x --batch_size`` images of ``--cal_image_dir``) and evaluated with ``bpnet
-evaluate`` and ``specs/infer_spec_strict.yaml``. Prints a Markdown table (and writes it to
-``--out/export_accuracy.md``); the exported files and every evaluation stay in ``--out``.
+Every model is exported with ``bpnet export`` (static input of the strict-mode spec's size,
+288x384 unless ``--infer_spec`` names another, INT8 calibrated on ``--batches x --batch_size``
+images of ``--cal_image_dir``) and evaluated with ``bpnet evaluate`` and that spec. Prints a
+Markdown table (and writes it to ``--out/export_accuracy.md``); the exported files and every
+evaluation stay in ``--out``.
 Speed is ``benchmarks/export_speed.py``'s job: this script may share the machine.
 """
 
@@ -40,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--cal_method", default="percentile", help="minmax, entropy, percentile")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--infer_spec", default=STRICT, help=f"a strict-mode inference spec (default {STRICT})"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/export_accuracy"))
     return parser.parse_args()
 
@@ -47,7 +51,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    spec = load_inference_spec(STRICT)
+    spec = load_inference_spec(args.infer_spec)
     size = tuple(spec.input_shape)
     if args.out.exists():
         shutil.rmtree(args.out)

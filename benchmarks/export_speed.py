@@ -35,7 +35,7 @@ import torch
 from bpnet.config import load_experiment_spec
 from bpnet.data.synth import generate_dataset
 from bpnet.export import ExportOptions, run_export
-from bpnet.inference.model_io import network_input
+from bpnet.inference.model_io import network_input, torch_input
 from bpnet.inference.onnx_source import make_session
 from bpnet.inference.runtime import load_model
 from bpnet.io import write_text_atomic
@@ -97,7 +97,7 @@ def runners(checkpoint: Path, onnx_paths: dict[str, Path], size, threads: int) -
     loaded = load_model(checkpoint)
     rgb = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
     out = {}
-    x = torch.from_numpy(network_input(rgb, load_model(onnx_paths["fp32"]).io, _norm(loaded)))
+    x = torch.from_numpy(torch_input(rgb, _norm(loaded)))
     model = loaded.model
 
     def torch_fp32():
@@ -106,7 +106,9 @@ def runners(checkpoint: Path, onnx_paths: dict[str, Path], size, threads: int) -
 
     out["PyTorch FP32"] = torch_fp32
     for kind, path in onnx_paths.items():
-        session = make_session(path, threads)  # what evaluate and inference run
+        # what evaluate and inference run, but with idle threads asleep: spinning ONNX Runtime
+        # threads would take the cores from the PyTorch frames timed between its runs
+        session = make_session(path, threads, spin=False)
         io_ = load_model(path).io
         feed = {io_.input_name: network_input(rgb, io_, _norm(loaded))}
         out[f"ONNX Runtime {kind.upper()}"] = lambda s=session, f=feed: s.run(None, f)

@@ -29,7 +29,7 @@ from bpnet.export.int8 import (
 from bpnet.export.onnx_export import convert_fp16, export_onnx, save_onnx
 from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
-from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input
+from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, torch_input
 from bpnet.io import check_output_dir, copy_all_atomic
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
@@ -329,9 +329,6 @@ def _compare_with_torch(model, onnx_path: Path, io_: ModelIO, train_spec) -> flo
     names = [o.name for o in session.get_outputs()]
     values = session.run(names, {io_.input_name: network_input(rgb, io_, normalization)})
     heatmaps, pafs = maps_from_outputs(dict(zip(names, values, strict=True)), io_)
-    plain = ModelIO(
-        "input", "NCHW", "float32", False, None, (), (), (), io_.num_stages
-    )  # the PyTorch model's own input
-    x = torch.from_numpy(network_input(rgb, plain, normalization))
+    x = torch.from_numpy(torch_input(rgb, normalization))
     ref_heatmaps, ref_pafs = TorchSource(model, normalization).run(x)
     return float(max(np.abs(heatmaps - ref_heatmaps).max(), np.abs(pafs - ref_pafs).max()))

@@ -163,6 +163,15 @@ def network_input(rgb: np.ndarray, io: ModelIO, normalization: NormalizationPara
     return np.ascontiguousarray(x)
 
 
+def torch_input(rgb: np.ndarray, normalization: NormalizationParams) -> np.ndarray:
+    """What a PyTorch checkpoint's network takes: normalised float32 NCHW, whatever layout its
+    exported forms use (see :func:`network_input`)."""
+    return network_input(rgb, _TORCH_IO, normalization)
+
+
+_TORCH_IO = ModelIO("input", "NCHW", "float32", False, None, (), (), (), 0)
+
+
 def maps_from_outputs(
     outputs: dict[str, np.ndarray], io: ModelIO, stage: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -83,13 +83,16 @@ class OnnxSource(ExportedSource):
         return maps_from_outputs(outputs, self.io, self.stage)
 
 
-def make_session(path: str | Path, threads: int | None = None):
+def make_session(path: str | Path, threads: int | None = None, *, spin: bool = True):
     """An ONNX Runtime CPU session with every graph optimisation (QDQ -> integer kernels).
 
     Args:
         path: the model.
         threads: intra-op threads; None uses PyTorch's count (``torch.get_num_threads()``, which
             follows ``OMP_NUM_THREADS``), so both runtimes share one thread setting.
+        spin: let idle worker threads spin for the next run (ONNX Runtime's default). A process
+            that alternates ONNX Runtime with other work (a benchmark timing PyTorch between
+            runs) turns it off: the spinning threads take the cores the other work needs.
 
     Raises:
         BpnetError: ONNX Runtime cannot load the model (names the file).
@@ -104,6 +107,8 @@ def make_session(path: str | Path, threads: int | None = None):
         threads = torch.get_num_threads()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own Fail / InvalidGraph / NotImplemented types

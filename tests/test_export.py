@@ -573,6 +573,21 @@ def test_deployable_model_in_fp16_and_int8(checkpoint, tmp_path, data_type):
         assert len(read_cache(tmp_path / "deploy.cal.bin").scales) > 10
 
 
+@pytest.mark.parametrize("spin", [True, False])
+def test_bpnet_sessions_run_with_and_without_spinning_threads(tmp_path, spin):
+    """make_session (what evaluate, inference and export_speed.py use) with ONNX Runtime's
+    spinning on or off: the same maps."""
+    from bpnet.inference.onnx_source import make_session
+
+    net = tiny_net()
+    path = tmp_path / "m.onnx"
+    export_onnx(net, path, pose=POSE, train_spec=SPEC, size=(64, 96))
+    x = np.random.default_rng(2).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    got = make_session(path, 1, spin=spin).run(None, {"input": x})
+    for mine, ref in zip(got, torch_maps(net, x), strict=True):
+        np.testing.assert_allclose(mine, ref, atol=1e-4)
+
+
 def test_upsampling_matrix_is_torch_bilinear():
     for n, factor in [(5, 4), (7, 2), (3, 8)]:
         basis = torch.eye(n)[:, None, :, None]  # (n, 1, n, 1): one unit impulse per image

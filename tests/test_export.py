@@ -709,6 +709,15 @@ def test_evaluate_and_inference_run_exported_models(checkpoint, synth, tmp_path,
     )
 
 
+def test_folder_inputs_get_coco_ids_from_numeric_names_only_when_distinct(tmp_path):
+    for name in ("000000000007.jpg", "000000000042.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    assert [i for _, i in find_inputs(tmp_path)] == [7, 42]
+    cv2.imwrite(str(tmp_path / "000000000007.png"), np.zeros((8, 8, 3), np.uint8))
+    # 7.jpg and 7.png cannot both be image 7: every image is numbered instead
+    assert [i for _, i in find_inputs(tmp_path, "dir")] == [1, 2, 3]
+
+
 def _error(capsys, argv) -> str:
     capsys.readouterr()
     assert main(argv) == 2

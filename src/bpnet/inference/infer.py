@@ -67,7 +67,7 @@ def find_inputs(source: str | Path, input_type: str | None = None) -> list[tuple
 
 
 def _ids_from_names(images: list[Path]) -> list[int]:
-    stems = Counter(p.stem for p in images)
+    stems = [p.stem for p in images]  # one per image: 1.jpg and 1.png are not distinct ids
     if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems]
     return list(range(1, len(images) + 1))

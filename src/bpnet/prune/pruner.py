@@ -63,6 +63,8 @@ class PruneSettings:
         normalizer: ``-n``; ``max`` or ``L2`` (see the module docstring).
         excluded_layers: ``-el``; conv paths (``backbone.conv1_1``, ``stage2.trunk.conv1``,
             as the report lists them) that keep every filter.
+        fold_bn: ``--fold_bn`` (not TAO's): measure each kernel with its batch norm folded
+            in, ``|gamma| / sqrt(var + eps) * kernel`` (:func:`filter_stats`).
     """
 
     threshold: float = 0.1
@@ -71,6 +73,7 @@ class PruneSettings:
     min_num_filters: int = 16
     normalizer: str = "max"
     excluded_layers: tuple[str, ...] = field(default_factory=tuple)
+    fold_bn: bool = False
 
     def __post_init__(self):
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -141,6 +144,30 @@ def filter_norms(kernel: Tensor) -> np.ndarray:
         (out,) float64 norms.
     """
     return kernel.detach().to("cpu", torch.float64).flatten(1).norm(dim=1).numpy()
+
+
+def filter_stats(conv: ConvBlock, fold_bn: bool = False) -> np.ndarray:
+    """The pruning statistic of every filter of a conv: its kernel's L2 norm (TAO).
+
+    With ``fold_bn``, a conv followed by batch norm is measured as the kernel the folded
+    (exported) network runs: ``|gamma| / sqrt(running_var + eps)`` times the kernel norm. A
+    batch norm rescales its input, so the raw kernel norm says nothing about a filter's
+    weight there; the folded norm does, and it is zero where training (with
+    ``model.bn_scale_regularization_factor``) drove gamma to zero.
+
+    Args:
+        conv: the layer.
+        fold_bn: fold the batch norm's scale in (convs without batch norm: the raw norm).
+
+    Returns:
+        (out,) float64 statistics.
+    """
+    norms = filter_norms(conv.weight)
+    if fold_bn and conv.bn is not None:
+        bn = conv.bn
+        scale = bn.weight.detach().abs() / torch.sqrt(bn.running_var + bn.eps)
+        norms = norms * scale.to("cpu", torch.float64).numpy()
+    return norms
 
 
 def normalize_stats(norms: np.ndarray, normalizer: str) -> np.ndarray:
@@ -255,7 +282,9 @@ def plan_pruning(model: PoseNet, settings: PruneSettings) -> PruningPlan:
             kept = tuple(range(width))
         else:
             stats = [
-                normalize_stats(filter_norms(modules[member].weight), settings.normalizer)
+                normalize_stats(
+                    filter_stats(modules[member], settings.fold_bn), settings.normalizer
+                )
                 for member in group
             ]
             merged = merge_stats(stats, settings.equalization_criterion)
@@ -306,7 +335,83 @@ def dependency_graph(model: PoseNet) -> tp.DependencyGraph:
         )
 
 
-def apply_plan(model: PoseNet, plan: PruningPlan) -> PoseNet:
+def removed_filters(layer: LayerPlan) -> list[int]:
+    """Ascending indices of the filters a layer loses."""
+    return sorted(set(range(layer.width)) - set(layer.kept))
+
+
+def _input_recorder(store: dict, name: str):
+    def hook(module, inputs):
+        store[name] = inputs[0].detach()
+
+    return hook
+
+
+def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.DependencyGraph):
+    """Fold what the removed filters still output into their consumers' biases, in place.
+
+    A filter with a zero kernel is not silent: its bias, batch norm shift and activation give
+    its channel a constant value c, and every consumer conv adds ``sum(W[:, j]) * c`` to its
+    outputs. Removing the channel would drop that term. So each removed channel's value,
+    taken as if its kernel were zero (the limit that L1 training pushes spare filters to),
+    is moved into the consumer: into the conv's bias, or, for a conv without bias, into its
+    batch norm's running mean (in training mode, batch statistics absorb a constant anyway).
+    For a removed filter whose kernel really is zero this keeps the outputs unchanged away
+    from the picture's border (zero padding sees no constant there).
+
+    Args:
+        model: the network before any cut (changed in place: biases and running means only).
+        plan: from :func:`plan_pruning`.
+        graph: torch-pruning's dependency graph of ``model``.
+    """
+    modules = dict(model.named_modules())
+    names = {module: name for name, module in modules.items()}
+    probe = copy.deepcopy(model).eval()
+    probe_modules = dict(probe.named_modules())
+    cuts: list[tuple[ConvBlock, list[int]]] = []  # (consumer, its removed input channels)
+    done: set[str] = set()
+    with torch.no_grad():
+        for path, layer in plan.layers.items():
+            if path in done or not removed_filters(layer):
+                continue
+            done.update(layer.group)
+            for member in layer.group:  # the removed filters as if L1 had zeroed them
+                probe_modules[member].weight[removed_filters(layer)] = 0
+            root = modules[path]
+            group = graph.get_pruning_group(
+                root, graph.get_pruner_of_module(root).prune_out_channels, removed_filters(layer)
+            )
+            cuts += [  # torch-pruning gives (index here, index at the root) pairs
+                (dep.target.module, [int(getattr(i, "idx", i)) for i in idxs])
+                for dep, idxs in group
+                if isinstance(dep.target.module, ConvBlock)
+                and graph.is_in_channel_pruning_fn(dep.handler)
+            ]
+        if not cuts:
+            return
+        inputs: dict[str, Tensor] = {}
+        hooks = [
+            probe_modules[names[consumer]].register_forward_pre_hook(
+                _input_recorder(inputs, names[consumer])
+            )
+            for consumer in {consumer for consumer, _ in cuts}
+        ]
+        try:
+            probe(torch.zeros(1, 3, _TRACE_SIDE, _TRACE_SIDE))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for consumer, idxs in cuts:
+            # the removed channels are constant maps: their mean is their value
+            value = inputs[names[consumer]][0, idxs].mean(dim=(1, 2))  # (R,)
+            shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ value  # (out,)
+            if consumer.bias is not None:
+                consumer.bias += shift
+            elif consumer.bn is not None:
+                consumer.bn.running_mean -= shift
+
+
+def apply_plan(model: PoseNet, plan: PruningPlan, *, compensate: bool = True) -> PoseNet:
     """Remove the filters a plan drops, with torch-pruning; the input model is not changed.
 
     Every coupled group is pruned once through torch-pruning (its root conv's output
@@ -318,6 +423,8 @@ def apply_plan(model: PoseNet, plan: PruningPlan) -> PoseNet:
     Args:
         model: the network the plan was made for.
         plan: from :func:`plan_pruning`.
+        compensate: first fold the removed filters' constant outputs into their consumers
+            (:func:`compensate_removed_outputs`); off, the channels are simply cut.
 
     Returns:
         A new PoseNet rebuilt from the pruned arch (per-layer widths as data) with the pruned
@@ -331,12 +438,14 @@ def apply_plan(model: PoseNet, plan: PruningPlan) -> PoseNet:
     modules = dict(work.named_modules())
     names = {module: name for name, module in modules.items()}
     graph = dependency_graph(work)
+    if compensate:
+        compensate_removed_outputs(work, plan, graph)
     done: set[str] = set()
     for path, layer in plan.layers.items():
         if path in done:
             continue
         done.update(layer.group)
-        removed = sorted(set(range(layer.width)) - set(layer.kept))
+        removed = removed_filters(layer)
         if not removed:
             continue
         root = modules[path]
@@ -390,6 +499,7 @@ __all__ = [
     "arch_with_widths",
     "dependency_graph",
     "filter_norms",
+    "filter_stats",
     "merge_stats",
     "normalize_stats",
     "plan_pruning",

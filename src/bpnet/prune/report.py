@@ -116,6 +116,7 @@ def pruning_report(
             "min_num_filters": settings.min_num_filters,
             "normalizer": settings.normalizer,
             "excluded_layers": list(settings.excluded_layers),
+            "fold_bn": settings.fold_bn,
         },
         "input_size": list(input_size),
         "before": before.to_dict(),
@@ -145,18 +146,21 @@ def format_report(report: dict) -> str:
     for layer in report["layers"]:
         path, status = layer["path"], layer["status"]
         lines.append(f"{path:<{width}}  {layer['before']:>6}  {layer['after']:>6}  {status}")
+    if report.get("note"):
+        lines += ["", report["note"]]
     return "\n".join(lines)
 
 
-def format_sweep(rows: list[dict], input_size: tuple[int, int]) -> str:
-    """The ``--sweep`` table: one line per threshold.
+def format_sweep(table: dict) -> str:
+    """The ``--sweep`` table: one line per threshold, then the table's note if any.
 
     Args:
-        rows: ``{"threshold", "params", "gmacs", "params_kept", "macs_kept"}`` per threshold,
-            the first one may be the unpruned model (``threshold`` None).
-        input_size: (H, W) the MACs are counted at.
+        table: ``input_size`` (H, W) the MACs are counted at, ``rows`` (``{"threshold",
+            "params", "gmacs", "params_kept", "macs_kept"}`` per threshold; the first one
+            may be the unpruned model, ``threshold`` None) and an optional ``note``.
     """
-    h, w = input_size
+    rows = table["rows"]
+    h, w = table["input_size"]
     lines = [
         f"{'threshold':>10}{'parameters':>14}{'kept':>8}{'GMACs':>10}{'kept':>8}   (at {h}x{w})"
     ]
@@ -166,6 +170,8 @@ def format_sweep(rows: list[dict], input_size: tuple[int, int]) -> str:
             f"{name:>10}{row['params']:>14,}{row['params_kept']:>8.1%}"
             f"{row['gmacs']:>10.3f}{row['macs_kept']:>8.1%}"
         )
+    if table.get("note"):
+        lines += ["", table["note"]]
     return "\n".join(lines)
 
 

@@ -140,6 +140,7 @@ def prune_checkpoint(
     pruned, plan = prune_model(model, settings)
     report = pruning_report(model.arch, pruned.arch, plan, size)
     report = {"source": str(model_path), "output": str(output_path), **report}
+    report["note"] = regularization_note(checkpoint, settings.fold_bn)
     report["report"] = str(report_path)
     pose = checkpoint.get("pose")
     save_checkpoint(
@@ -173,7 +174,7 @@ def sweep_checkpoint(
     thresholds: list[float],
     *,
     input_size: tuple[int, int] | None = None,
-) -> tuple[list[dict], tuple[int, int]]:
+) -> dict:
     """Parameters and MACs a checkpoint keeps at each threshold; nothing is written.
 
     Only the decisions are made (no weights are cut): the costs follow from the widths.
@@ -186,8 +187,10 @@ def sweep_checkpoint(
         input_size: as in :func:`prune_checkpoint`.
 
     Returns:
-        (rows, input size): the first row is the unpruned model (``threshold`` None), then one
-        ``{"threshold", "params", "gmacs", "params_kept", "macs_kept"}`` per threshold.
+        The table (what ``--report`` saves): ``model``, ``input_size`` (H, W), ``note``
+        (:func:`regularization_note`, or None) and ``rows``: the unpruned model first
+        (``threshold`` None), then one ``{"threshold", "params", "gmacs", "params_kept",
+        "macs_kept"}`` per threshold.
     """
     checkpoint, model = load_trained(model_path)
     size = resolve_input_size(checkpoint, input_size)
@@ -198,7 +201,47 @@ def sweep_checkpoint(
         plan = plan_pruning(model, replace(settings, threshold=threshold))
         after = arch_cost(arch_with_widths(model.arch, plan.widths()), sizes)
         rows.append(_sweep_row(threshold, after, before))
-    return rows, size
+    note = regularization_note(checkpoint, settings.fold_bn)
+    return {"model": str(model_path), "input_size": list(size), "note": note, "rows": rows}
+
+
+def regularization_note(checkpoint: dict, fold_bn: bool = False) -> str | None:
+    """A warning when the training did not prepare the statistic the pruner ranks by, else None.
+
+    TAO's criterion ranks filters by kernel norm. L1 during training drives the kernels a
+    network can spare towards zero, so a threshold separates them; without it the norms of a
+    layer stay close together and any threshold that removes much also removes filters the
+    network relies on (docs/BENCHMARKS.md, "Pruning"). With ``fold_bn`` the statistic is the
+    batch-norm scale, which ``model.bn_scale_regularization_factor`` drives to zero instead.
+    Checkpoints without a stored spec get no note.
+    """
+    model = (checkpoint.get("spec") or {}).get("model") or {}
+    kind = model.get("regularization_type")
+    if kind is None:
+        return None
+    factor = model.get("kernel_regularization_factor")
+    bn_factor = model.get("bn_scale_regularization_factor") or 0
+    if fold_bn:
+        if bn_factor:
+            return None
+        return (
+            "note: --fold_bn ranks filters by their batch-norm scales, but this model was "
+            "trained without L1 on them (bn_scale_regularization_factor 0), so few are near "
+            "zero; train with model.bn_scale_regularization_factor > 0 before pruning"
+        )
+    if bn_factor:
+        return (
+            f"note: this model was trained with L1 on batch-norm scales "
+            f"(bn_scale_regularization_factor {bn_factor}); pass --fold_bn to rank filters by them"
+        )
+    if kind in ("l1", "l1_l2") and factor:
+        return None
+    return (
+        f"note: this model was trained without L1 (regularization_type {kind}, "
+        f"kernel_regularization_factor {factor}): its filter norms do not single out spare "
+        "filters, so expect accuracy to fall steeply with the threshold; train with "
+        "model.regularization_type: l1 before pruning, as TAO does"
+    )
 
 
 def _sweep_row(threshold: float | None, cost: Cost, before: Cost) -> dict:
@@ -217,6 +260,7 @@ __all__ = [
     "load_trained",
     "parse_thresholds",
     "prune_checkpoint",
+    "regularization_note",
     "resolve_input_size",
     "sweep_checkpoint",
 ]

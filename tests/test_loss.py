@@ -117,7 +117,7 @@ class Net(nn.Module):
             self.conv.weight.copy_(torch.tensor([1.0, -2.0]).view(2, 1, 1, 1))
             self.conv.bias.copy_(torch.tensor([3.0, -4.0]))
             self.fc.weight.copy_(torch.tensor([[0.5, -0.5]]))
-            self.bn.weight.copy_(torch.tensor([10.0, -6.0]))  # only by bn_scale_factor
+            self.bn.weight.fill_(10.0)  # never regularised
             self.bn.bias.fill_(10.0)
 
 
@@ -140,15 +140,3 @@ def test_regularization_gradient_reaches_kernels_only():
     regularization(net, "l1", kernel_factor=1.0).backward()
     assert torch.equal(net.conv.weight.grad.flatten(), torch.tensor([1.0, -1.0]))
     assert net.conv.bias.grad is None and net.bn.weight.grad is None
-
-
-@pytest.mark.parametrize("kind", ["none", "l1"])
-def test_bn_scale_l1_is_added_whatever_the_kind(kind):
-    """Network slimming's L1 on batch-norm scales has its own factor, on top of TAO's terms."""
-    net = Net()
-    base = regularization(net, kind, kernel_factor=0.1).item()
-    value = regularization(net, kind, kernel_factor=0.1, bn_scale_factor=0.5)
-    assert value.item() == pytest.approx(base + 0.5 * (10 + 6))
-    value.backward()
-    assert torch.equal(net.bn.weight.grad, torch.tensor([0.5, -0.5]))
-    assert net.bn.bias.grad is None  # the shift is left alone

@@ -30,14 +30,7 @@ from bpnet.prune import (
     plan_pruning,
     prune_model,
 )
-from bpnet.prune.pruner import (
-    dependency_graph,
-    filter_norms,
-    filter_stats,
-    merge_stats,
-    normalize_stats,
-    retained_indices,
-)
+from bpnet.prune.pruner import dependency_graph, merge_stats, normalize_stats, retained_indices
 from bpnet.train.checkpoint import load_checkpoint, save_checkpoint
 from test_train import subset
 
@@ -191,32 +184,6 @@ def test_constant_outputs_of_removed_filters_move_into_the_consumer(pose):
         torch.testing.assert_close(folded, expected, atol=1e-4, rtol=1e-4)
         plain = apply_plan(model, plan, compensate=False)(x)[-1][0]
     assert not torch.allclose(plain, expected, atol=1e-2)
-
-
-def test_fold_bn_ranks_by_batch_norm_scale_and_cuts_exactly(pose):
-    """A zero gamma silences a filter whatever its kernel (network slimming): TAO's kernel
-    norm keeps it, --fold_bn removes it, and with the constant (beta) folded into the 1x1
-    consumer the outputs do not change."""
-    model = trained_model(pose, stage_batch_norm=True)
-    conv = model.stage1.paf.conv4
-    silent = [1, 4, 6]
-    with torch.no_grad():
-        conv.bn.weight[silent] = 0
-    stats = filter_stats(conv, fold_bn=True)
-    assert np.all(stats[silent] == 0) and np.all(np.delete(stats, silent) > 0)
-    np.testing.assert_allclose(filter_stats(conv), filter_norms(conv.weight))
-    assert plan_pruning(model, EXACT).widths()["stage1.paf.conv4"] == conv.out_channels
-    x = images()
-    with torch.no_grad():
-        expected = model(x)
-    pruned, plan = prune_model(model, replace(EXACT, fold_bn=True))
-    assert plan.layers["stage1.paf.conv4"].kept == tuple(
-        i for i in range(conv.out_channels) if i not in silent
-    )
-    with torch.no_grad():
-        for (h0, p0), (h1, p1) in zip(expected, pruned(x), strict=True):
-            torch.testing.assert_close(h1, h0, atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(p1, p0, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["vgg", "resnet"])
@@ -542,35 +509,22 @@ def test_cli_sweep_writes_nothing(trained_checkpoint, tmp_path, capsys):
     assert main([*argv, "--report", str(report), "--force"]) == 0
 
 
-@pytest.mark.parametrize(
-    ("model_spec", "flags", "note"),
-    [
-        ({"regularization_type": "none"}, [], "trained without L1 (regularization_type none"),
-        ({"regularization_type": "l2"}, [], "trained without L1 (regularization_type l2"),
-        ({}, ["--fold_bn"], "trained without L1 on them"),
-        ({"bn_scale_regularization_factor": 0.1}, [], "pass --fold_bn"),
-        ({"bn_scale_regularization_factor": 0.1}, ["--fold_bn"], None),
-        ({"regularization_type": "none", "bn_scale_regularization_factor": 0.1}, ["--fold_bn"],
-         None),
-    ],
-)  # fmt: skip
-def test_a_note_when_training_did_not_prepare_the_statistic(
-    trained_checkpoint, tmp_path, capsys, model_spec, flags, note
+@pytest.mark.parametrize("regularization", ["none", "l2"])
+def test_a_model_trained_without_l1_gets_a_note(
+    trained_checkpoint, tmp_path, capsys, regularization
 ):
     checkpoint = torch.load(trained_checkpoint, weights_only=False)
-    checkpoint["spec"]["model"].update(model_spec)
-    source = tmp_path / "source.pth"
+    checkpoint["spec"]["model"]["regularization_type"] = regularization
+    source = tmp_path / "no_l1.pth"
     torch.save(checkpoint, source)
-    assert main(["prune", "-m", str(source), "--sweep", "0.5", *flags]) == 0
-    out = capsys.readouterr().out
+    note = f"trained without L1 (regularization_type {regularization}"
+    assert main(["prune", "-m", str(source), "--sweep", "0.5"]) == 0
+    assert note in capsys.readouterr().out
     pruned = tmp_path / "pruned.pth"
-    assert main(["prune", "-m", str(source), "-o", str(pruned), "-pth", "0.5", *flags]) == 0
+    assert main(["prune", "-m", str(source), "-o", str(pruned), "-pth", "0.5"]) == 0
+    assert note in capsys.readouterr().out
     report = json.loads((tmp_path / "pruned_prune_report.json").read_text())
-    assert report["settings"]["fold_bn"] == ("--fold_bn" in flags)
-    if note is None:
-        assert "note:" not in out and report["note"] is None
-    else:
-        assert note in out and note in capsys.readouterr().out and note in report["note"]
+    assert note in report["note"]
 
 
 @pytest.mark.parametrize(

@@ -200,7 +200,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     settings = PruneSettings(
         threshold=args.pruning_threshold, equalization_criterion=args.equalization_criterion,
         granularity=args.pruning_granularity, min_num_filters=args.min_num_filters,
-        normalizer=args.normalizer, excluded_layers=excluded, fold_bn=args.fold_bn,
+        normalizer=args.normalizer, excluded_layers=excluded,
     )  # fmt: skip
     input_size = tuple(args.input_size) if args.input_size else None
     if args.sweep is not None:
@@ -512,12 +512,6 @@ def build_parser() -> argparse.ArgumentParser:
         "-el", "--excluded_layers", nargs="*", default=[], metavar="LAYER",
         help="convs to leave whole, by path as the report lists them (backbone.conv1_1, "
         "stage2.trunk.conv1, ...); comma- or space-separated",
-    )  # fmt: skip
-    prune.add_argument(
-        "--fold_bn", action="store_true",
-        help="not TAO's: rank a conv's filters with its batch norm folded in (|gamma| / "
-        "sqrt(var + eps) x kernel norm); for networks with batch norm, trained with "
-        "model.bn_scale_regularization_factor > 0 (network slimming; docs/PRUNING.md)",
     )  # fmt: skip
     prune.add_argument(
         "--sweep", default=None, metavar="T1,T2,...",

@@ -244,10 +244,6 @@ class ModelConfig:
     regularization_type: Literal["l1", "l2", "l1_l2", "none"] = "l1"
     kernel_regularization_factor: float = 5e-4
     bias_regularization_factor: float = 0.0
-    # L1 on batch-norm scales (gamma), whatever regularization_type says: network slimming.
-    # Behind batch norm a kernel's scale is undone, so kernel L1 cannot mark spare filters;
-    # a zero gamma does. Prune such a model with `bpnet prune --fold_bn`. 0 (TAO) is off.
-    bn_scale_regularization_factor: float = 0.0
 
     def __post_init__(self):
         _require(
@@ -262,7 +258,6 @@ class ModelConfig:
         )
         _require(self.kernel_regularization_factor >= 0, "kernel_regularization_factor", ">= 0")
         _require(self.bias_regularization_factor >= 0, "bias_regularization_factor", ">= 0")
-        _require(self.bn_scale_regularization_factor >= 0, "bn_scale_regularization_factor", ">= 0")
         if self.backbone_attributes.mtype == "openpose_coco":
             cmu = {
                 "stages": 6,

@@ -117,10 +117,8 @@ def regularization(
     kind: Literal["l1", "l2", "l1_l2", "none"],
     kernel_factor: float,
     bias_factor: float = 0.0,
-    bn_scale_factor: float = 0.0,
 ) -> torch.Tensor:
-    """TAO's kernel (and bias) regularisation over conv and linear layers, plus optional L1 on
-    batch-norm scales.
+    """TAO's kernel (and bias) regularisation over conv and linear layers, not normalisation.
 
     Keras conventions, as TAO: ``l1 = f * sum|w|``, ``l2 = f * sum w^2`` (no 1/2), ``l1_l2``
     is both with the same factor. It is added to the loss as is (not divided by the batch).
@@ -130,19 +128,12 @@ def regularization(
         kind: ``model.regularization_type``.
         kernel_factor: ``model.kernel_regularization_factor``, on conv / linear weights.
         bias_factor: ``model.bias_regularization_factor``, on their biases.
-        bn_scale_factor: ``model.bn_scale_regularization_factor``: ``f * sum|gamma|`` over
-            every batch norm, whatever ``kind`` is (network slimming; see ``bpnet prune
-            --fold_bn``).
 
     Returns:
         Scalar float32 tensor on the model's device (zero for ``none`` or zero factors).
     """
     device = next(model.parameters()).device
     total = torch.zeros((), device=device)
-    if bn_scale_factor:
-        for norm in model.modules():
-            if isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)) and norm.affine:
-                total = total + bn_scale_factor * norm.weight.abs().sum()
     if kind == "none":
         return total
     for layer in weight_layers(model):

@@ -63,8 +63,6 @@ class PruneSettings:
         normalizer: ``-n``; ``max`` or ``L2`` (see the module docstring).
         excluded_layers: ``-el``; conv paths (``backbone.conv1_1``, ``stage2.trunk.conv1``,
             as the report lists them) that keep every filter.
-        fold_bn: ``--fold_bn`` (not TAO's): measure each kernel with its batch norm folded
-            in, ``|gamma| / sqrt(var + eps) * kernel`` (:func:`filter_stats`).
     """
 
     threshold: float = 0.1
@@ -73,7 +71,6 @@ class PruneSettings:
     min_num_filters: int = 16
     normalizer: str = "max"
     excluded_layers: tuple[str, ...] = field(default_factory=tuple)
-    fold_bn: bool = False
 
     def __post_init__(self):
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -144,30 +141,6 @@ def filter_norms(kernel: Tensor) -> np.ndarray:
         (out,) float64 norms.
     """
     return kernel.detach().to("cpu", torch.float64).flatten(1).norm(dim=1).numpy()
-
-
-def filter_stats(conv: ConvBlock, fold_bn: bool = False) -> np.ndarray:
-    """The pruning statistic of every filter of a conv: its kernel's L2 norm (TAO).
-
-    With ``fold_bn``, a conv followed by batch norm is measured as the kernel the folded
-    (exported) network runs: ``|gamma| / sqrt(running_var + eps)`` times the kernel norm. A
-    batch norm rescales its input, so the raw kernel norm says nothing about a filter's
-    weight there; the folded norm does, and it is zero where training (with
-    ``model.bn_scale_regularization_factor``) drove gamma to zero.
-
-    Args:
-        conv: the layer.
-        fold_bn: fold the batch norm's scale in (convs without batch norm: the raw norm).
-
-    Returns:
-        (out,) float64 statistics.
-    """
-    norms = filter_norms(conv.weight)
-    if fold_bn and conv.bn is not None:
-        bn = conv.bn
-        scale = bn.weight.detach().abs() / torch.sqrt(bn.running_var + bn.eps)
-        norms = norms * scale.to("cpu", torch.float64).numpy()
-    return norms
 
 
 def normalize_stats(norms: np.ndarray, normalizer: str) -> np.ndarray:
@@ -282,9 +255,7 @@ def plan_pruning(model: PoseNet, settings: PruneSettings) -> PruningPlan:
             kept = tuple(range(width))
         else:
             stats = [
-                normalize_stats(
-                    filter_stats(modules[member], settings.fold_bn), settings.normalizer
-                )
+                normalize_stats(filter_norms(modules[member].weight), settings.normalizer)
                 for member in group
             ]
             merged = merge_stats(stats, settings.equalization_criterion)
@@ -347,17 +318,34 @@ def _input_recorder(store: dict, name: str):
     return hook
 
 
+def _output_constants(conv: ConvBlock, filters: list[int]) -> None:
+    """Make some filters of a (probe) conv output constant maps: what each would output if
+    its kernel norm, the pruning statistic, were zero.
+
+    A zero kernel already outputs a constant (its bias through batch norm and activation): it
+    is kept exactly. A live filter behind a batch norm is given gamma = 0 as well: a zero
+    kernel would have a running mean equal to its bias and so leave the batch norm's shift
+    beta, which is also what the filter's output averages to. Without batch norm the kernel
+    is simply zeroed, leaving ``act(bias)``.
+    """
+    live = [f for f in filters if conv.weight[f].abs().sum() > 0]
+    conv.weight[filters] = 0
+    if conv.bn is not None and live:
+        conv.bn.weight[live] = 0
+
+
 def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.DependencyGraph):
     """Fold what the removed filters still output into their consumers' biases, in place.
 
     A filter with a zero kernel is not silent: its bias, batch norm shift and activation give
     its channel a constant value c, and every consumer conv adds ``sum(W[:, j]) * c`` to its
-    outputs. Removing the channel would drop that term. So each removed channel's value,
-    taken as if its kernel were zero (the limit that L1 training pushes spare filters to),
-    is moved into the consumer: into the conv's bias, or, for a conv without bias, into its
-    batch norm's running mean (in training mode, batch statistics absorb a constant anyway).
-    For a removed filter whose kernel really is zero this keeps the outputs unchanged away
-    from the picture's border (zero padding sees no constant there).
+    outputs. Removing the channel would drop that term. So each removed channel's value, as
+    it would be with a zero statistic (:func:`_output_constants`: the state L1 training pushes
+    spare filters to), is moved into the consumer: into the conv's bias, or, for a conv
+    without bias, into its batch norm's running mean (in training mode, batch statistics
+    absorb a constant anyway). For a filter whose kernel (or, behind a batch norm, gamma) is
+    zero this keeps the outputs unchanged away from the picture's border (zero padding sees no
+    constant there); for a live filter it keeps its typical contribution, not its variation.
 
     Args:
         model: the network before any cut (changed in place: biases and running means only).
@@ -375,8 +363,8 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
             if path in done or not removed_filters(layer):
                 continue
             done.update(layer.group)
-            for member in layer.group:  # the removed filters as if L1 had zeroed them
-                probe_modules[member].weight[removed_filters(layer)] = 0
+            for member in layer.group:
+                _output_constants(probe_modules[member], removed_filters(layer))
             root = modules[path]
             group = graph.get_pruning_group(
                 root, graph.get_pruner_of_module(root).prune_out_channels, removed_filters(layer)
@@ -499,7 +487,6 @@ __all__ = [
     "arch_with_widths",
     "dependency_graph",
     "filter_norms",
-    "filter_stats",
     "merge_stats",
     "normalize_stats",
     "plan_pruning",

@@ -116,7 +116,6 @@ def pruning_report(
             "min_num_filters": settings.min_num_filters,
             "normalizer": settings.normalizer,
             "excluded_layers": list(settings.excluded_layers),
-            "fold_bn": settings.fold_bn,
         },
         "input_size": list(input_size),
         "before": before.to_dict(),

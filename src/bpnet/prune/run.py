@@ -140,7 +140,7 @@ def prune_checkpoint(
     pruned, plan = prune_model(model, settings)
     report = pruning_report(model.arch, pruned.arch, plan, size)
     report = {"source": str(model_path), "output": str(output_path), **report}
-    report["note"] = regularization_note(checkpoint, settings.fold_bn)
+    report["note"] = regularization_note(checkpoint)
     report["report"] = str(report_path)
     pose = checkpoint.get("pose")
     save_checkpoint(
@@ -201,40 +201,23 @@ def sweep_checkpoint(
         plan = plan_pruning(model, replace(settings, threshold=threshold))
         after = arch_cost(arch_with_widths(model.arch, plan.widths()), sizes)
         rows.append(_sweep_row(threshold, after, before))
-    note = regularization_note(checkpoint, settings.fold_bn)
+    note = regularization_note(checkpoint)
     return {"model": str(model_path), "input_size": list(size), "note": note, "rows": rows}
 
 
-def regularization_note(checkpoint: dict, fold_bn: bool = False) -> str | None:
-    """A warning when the training did not prepare the statistic the pruner ranks by, else None.
+def regularization_note(checkpoint: dict) -> str | None:
+    """A warning for a checkpoint trained without L1 kernel regularisation, else None.
 
     TAO's criterion ranks filters by kernel norm. L1 during training drives the kernels a
     network can spare towards zero, so a threshold separates them; without it the norms of a
     layer stay close together and any threshold that removes much also removes filters the
-    network relies on (docs/BENCHMARKS.md, "Pruning"). With ``fold_bn`` the statistic is the
-    batch-norm scale, which ``model.bn_scale_regularization_factor`` drives to zero instead.
-    Checkpoints without a stored spec get no note.
+    network relies on (docs/BENCHMARKS.md, "Pruning"). Checkpoints without a stored spec get
+    no note.
     """
     model = (checkpoint.get("spec") or {}).get("model") or {}
     kind = model.get("regularization_type")
-    if kind is None:
-        return None
     factor = model.get("kernel_regularization_factor")
-    bn_factor = model.get("bn_scale_regularization_factor") or 0
-    if fold_bn:
-        if bn_factor:
-            return None
-        return (
-            "note: --fold_bn ranks filters by their batch-norm scales, but this model was "
-            "trained without L1 on them (bn_scale_regularization_factor 0), so few are near "
-            "zero; train with model.bn_scale_regularization_factor > 0 before pruning"
-        )
-    if bn_factor:
-        return (
-            f"note: this model was trained with L1 on batch-norm scales "
-            f"(bn_scale_regularization_factor {bn_factor}); pass --fold_bn to rank filters by them"
-        )
-    if kind in ("l1", "l1_l2") and factor:
+    if kind is None or (kind in ("l1", "l1_l2") and factor):
         return None
     return (
         f"note: this model was trained without L1 (regularization_type {kind}, "

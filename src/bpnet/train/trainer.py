@@ -212,7 +212,6 @@ def _train(
             reg = regularization(
                 model, spec.model.regularization_type,
                 spec.model.kernel_regularization_factor, spec.model.bias_regularization_factor,
-                spec.model.bn_scale_regularization_factor,
             )  # fmt: skip
             loss = losses["loss"] + reg
             # all processes see the same (mean) values, so all stop together on a NaN

@@ -24,7 +24,9 @@ Two steps, kept apart so that the rules can be read (and tested) without the sur
    channels of every consumer, through concatenations (stage inputs) and element-wise ops.
    The new widths are then written into the arch (``spec["out"]``), and the pruned model is
    rebuilt from that arch and its weights loaded with :func:`load_state_checked`: the result is
-   a plain, smaller, dense :class:`PoseNet` that reloads from its own checkpoint.
+   a plain, smaller, dense :class:`PoseNet` that reloads from its own checkpoint. Before
+   the cut, the constant a removed filter still outputs is folded into its consumers' biases
+   (:func:`compensate_removed_outputs`; not in TAO, and no decision changes).
 """
 
 from __future__ import annotations
@@ -485,6 +487,7 @@ __all__ = [
     "PruningPlan",
     "apply_plan",
     "arch_with_widths",
+    "compensate_removed_outputs",
     "dependency_graph",
     "filter_norms",
     "merge_stats",

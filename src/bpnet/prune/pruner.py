@@ -313,9 +313,9 @@ def removed_filters(layer: LayerPlan) -> list[int]:
     return sorted(set(range(layer.width)) - set(layer.kept))
 
 
-def _input_recorder(store: dict, name: str):
+def _input_recorder(store: dict, name: str, channels: list[int]):
     def hook(module, inputs):
-        store[name] = inputs[0].detach()
+        store[name] = inputs[0][:, channels].detach().clone()
 
     return hook
 
@@ -325,10 +325,10 @@ def _output_constants(conv: ConvBlock, filters: list[int]) -> None:
     its kernel norm, the pruning statistic, were zero.
 
     A zero kernel already outputs a constant (its bias through batch norm and activation): it
-    is kept exactly. A live filter behind a batch norm is given gamma = 0 as well: a zero
-    kernel would have a running mean equal to its bias and so leave the batch norm's shift
-    beta, which is also what the filter's output averages to. Without batch norm the kernel
-    is simply zeroed, leaving ``act(bias)``.
+    is kept exactly. A live filter behind a batch norm is given gamma = 0 as well, so the
+    batch norm outputs its shift beta: what a zero kernel would give once the running mean
+    followed it to the bias, and the mean of the batch norm's output (before the activation).
+    Without batch norm the kernel is simply zeroed, leaving ``act(bias)``.
     """
     live = [f for f in filters if conv.weight[f].abs().sum() > 0]
     conv.weight[filters] = 0
@@ -347,10 +347,13 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
     without bias, into its batch norm's running mean (in training mode, batch statistics
     absorb a constant anyway). For a filter whose kernel (or, behind a batch norm, gamma) is
     zero this keeps the outputs unchanged away from the picture's border (zero padding sees no
-    constant there); for a live filter it keeps its typical contribution, not its variation.
+    constant there); for a live filter it is an estimate of its contribution, not exact.
+    A consumer with neither bias nor batch norm is given a bias (its arch entry too) to hold
+    the term.
 
     Args:
-        model: the network before any cut (changed in place: biases and running means only).
+        model: the network before any cut, in eval mode (changed in place: biases, running
+            means, and the arch's ``bias`` flag of a consumer that had no bias nor batch norm).
         plan: from :func:`plan_pruning`.
         graph: torch-pruning's dependency graph of ``model``.
     """
@@ -371,7 +374,7 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
             group = graph.get_pruning_group(
                 root, graph.get_pruner_of_module(root).prune_out_channels, removed_filters(layer)
             )
-            cuts += [  # torch-pruning gives (index here, index at the root) pairs
+            cuts += [  # the consumer's input channels, offsets of concatenations applied
                 (dep.target.module, [int(getattr(i, "idx", i)) for i in idxs])
                 for dep, idxs in group
                 if isinstance(dep.target.module, ConvBlock)
@@ -382,22 +385,29 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
         inputs: dict[str, Tensor] = {}
         hooks = [
             probe_modules[names[consumer]].register_forward_pre_hook(
-                _input_recorder(inputs, names[consumer])
+                _input_recorder(inputs, f"{names[consumer]}/{i}", idxs)
             )
-            for consumer in {consumer for consumer, _ in cuts}
+            for i, (consumer, idxs) in enumerate(cuts)
         ]
+        weight = next(model.parameters())
         try:
-            probe(torch.zeros(1, 3, _TRACE_SIDE, _TRACE_SIDE))
+            probe(weight.new_zeros(1, 3, _TRACE_SIDE, _TRACE_SIDE))
         finally:
             for hook in hooks:
                 hook.remove()
-        for consumer, idxs in cuts:
+        convs = arch_graph(model.arch).convs
+        for i, (consumer, idxs) in enumerate(cuts):
             # the removed channels are constant maps: their mean is their value
-            value = inputs[names[consumer]][0, idxs].mean(dim=(1, 2))  # (R,)
+            value = inputs[f"{names[consumer]}/{i}"][0].mean(dim=(1, 2))  # (R,)
             shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ value  # (out,)
+            if consumer.bias is None and consumer.bn is None:
+                if not torch.any(shift):
+                    continue
+                consumer.bias = nn.Parameter(torch.zeros_like(shift))
+                convs[names[consumer]].spec["bias"] = True
             if consumer.bias is not None:
                 consumer.bias += shift
-            elif consumer.bn is not None:
+            else:
                 consumer.bn.running_mean -= shift
 
 

@@ -223,7 +223,8 @@ def regularization_note(checkpoint: dict) -> str | None:
         f"note: this model was trained without L1 (regularization_type {kind}, "
         f"kernel_regularization_factor {factor}): its filter norms do not single out spare "
         "filters, so expect accuracy to fall steeply with the threshold; train with "
-        "model.regularization_type: l1 before pruning, as TAO does"
+        "model.regularization_type: l1 before pruning, as TAO does (docs/PRUNING.md: behind "
+        "batch norm it helps less)"
     )
 
 

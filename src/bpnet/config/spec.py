@@ -203,12 +203,15 @@ MTYPES: dict[str, tuple[str, ...]] = {
     # openpose_coco: exactly CMU's COCO network (the spec must not change it); default: the
     # same layout with the spec's stages, widths and kernels (CMU's network at stages: 6)
     "openpose": ("default", "openpose_coco"),
+    # MobileNetV2 + depthwise-separable stages (tf-pose's layout); tfpose: with tf-pose's
+    # TensorFlow conventions, as `bpnet import --from tfpose` writes it
+    "mobilenet_v2": ("default", "tfpose"),
 }
 
 
 @dataclass(frozen=True)
 class BackboneAttributes:
-    architecture: Literal["vgg", "resnet", "openpose"] = "vgg"
+    architecture: Literal["vgg", "resnet", "openpose", "mobilenet_v2"] = "vgg"
     mtype: str = "default"  # preset name within the architecture (see MTYPES)
     use_bias: bool = False
     # scales every backbone and stage width, never the output channels (small CPU presets);

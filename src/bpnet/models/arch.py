@@ -16,12 +16,25 @@ Format (``ARCH_FORMAT`` = 1)::
 
     CONV     = {"type": "conv", "name": "conv1_1", "out": 64, "kernel": 3, "stride": 1,
                 "dilation": 1, "bias": false, "bn": true, "act": "relu"}
-               # "same" padding; act is one of relu, sigmoid, tanh, none
+               # act is one of relu, relu6, sigmoid, tanh, none. Optional keys:
+               #   "depthwise": true   one filter per input channel (out must equal the
+               #                       input width; a pruner cuts both together)
+               #   "norm": "batch" | "instance"   what "bn": true means: batch norm with
+               #                       running statistics (default) or the input's own
+               #                       statistics per sample (TF's frozen is_training=True)
+               #   "padding": "same" | "tf_same"  symmetric (default) or TensorFlow's SAME,
+               #                       the extra pixel at the end (sides divisible by stride)
     LAYER    = CONV
              | {"type": "maxpool", "name": "pool1", "kernel": 2, "stride": 2, "padding": 0}
              | {"type": "residual", "name": "layer2_0", "convs": [CONV, ...],
-                "shortcut": CONV | null}
-               # relu(convs(x) + shortcut(x)); null shortcut = identity
+                "shortcut": CONV | null, "act": "relu"}
+               # act(convs(x) + shortcut(x)); null shortcut = identity; act optional
+               # (relu by default, none for MobileNetV2's linear bottlenecks)
+             | {"type": "upsample_concat", "name": "feat_concat", "skip": "block_5",
+                "scale": 2, "mode": "bilinear"}
+               # concat[output of backbone layer `skip`, upsample(x) by `scale`]: a
+               # feature-pyramid step (mode bilinear: half-pixel centres, as PyTorch's
+               # interpolate; bilinear_tf1: TF1's resize_bilinear, asymmetric coordinates)
     STAGE    = {"inputs": ["features", "heatmaps", "pafs"],   # concatenated in this order
                 "trunk": [CONV, ...],                         # shared by both branches
                 "heatmap": BRANCH, "paf": BRANCH}
@@ -42,17 +55,23 @@ from bpnet.config.spec import STRIDE
 from bpnet.errors import SpecError
 
 ARCH_FORMAT = 1
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "none")
+ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "none")
+NORMS = ("batch", "instance")
+PADDINGS = ("same", "tf_same")
+UPSAMPLE_MODES = ("bilinear", "bilinear_tf1")
 STAGE_INPUTS = ("features", "heatmaps", "pafs")
 IMAGE = "image"  # the producer name of the network input in ConvNode.inputs
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CONV_KEYS = ("type", "name", "out", "kernel", "stride", "dilation", "bias", "bn", "act")
+_CONV_OPTIONAL = {"depthwise": False, "norm": "batch", "padding": "same"}
 _LAYER_KEYS = {
     "conv": _CONV_KEYS,
     "maxpool": ("type", "name", "kernel", "stride", "padding"),
     "residual": ("type", "name", "convs", "shortcut"),
+    "upsample_concat": ("type", "name", "skip", "scale", "mode"),
 }
+_LAYER_OPTIONAL = {"conv": _CONV_OPTIONAL, "residual": {"act": "relu"}}
 _TOP_KEYS = ("format", "architecture", "mtype", "num_heatmaps", "num_pafs", "backbone", "stages")
 
 
@@ -77,6 +96,11 @@ class ConvNode:
     in_channels: int
     is_output: bool
 
+    @property
+    def depthwise(self) -> bool:
+        """One filter per input channel: its channels are its input's, never decided alone."""
+        return conv_option(self.spec, "depthwise")
+
 
 @dataclass(frozen=True)
 class ArchGraph:
@@ -87,14 +111,20 @@ class ArchGraph:
         coupled: groups of conv paths whose outputs meet in an element-wise add (residual
             shortcut) or multiply (attention gate); each group must keep the same channel
             indices when pruned.
-        features: path of the conv that produces the features F (the backbone output).
+        features: the convs whose outputs are concatenated, in this order, into the features F
+            (the backbone output); one conv for a plain backbone.
+        feature_width: channels of F.
         stride: the backbone's output stride.
+        input_multiple: input sides must be multiples of this (the largest stride any layer
+            reaches; more than ``stride`` when a coarser map is upsampled into F).
     """
 
     convs: dict[str, ConvNode]
     coupled: tuple[tuple[str, ...], ...]
-    features: str
+    features: tuple[str, ...]
+    feature_width: int
     stride: int
+    input_multiple: int
 
     def group_of(self, path: str) -> tuple[str, ...]:
         """The coupled group holding ``path`` (just ``(path,)`` when it is uncoupled)."""
@@ -108,15 +138,27 @@ def _fail(where: str, message: str) -> SpecError:
     return SpecError(f"model arch: {where}: {message}")
 
 
-def _mapping(value: Any, where: str, keys: tuple[str, ...]) -> dict:
+def conv_option(spec: dict, key: str) -> Any:
+    """An optional conv key (``depthwise``, ``norm``, ``padding``), its default when absent."""
+    return spec.get(key, _CONV_OPTIONAL[key])
+
+
+def _mapping(value: Any, where: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
     if not isinstance(value, dict):
         raise _fail(where, f"expected a mapping with keys {', '.join(keys)}, got {value!r:.60}")
     for key in keys:
         if key not in value:
             raise _fail(f"{where}.{key}", "missing")
     for key in value:
-        if key not in keys:
-            raise _fail(f"{where}.{key}", f"unknown key; expected {', '.join(keys)}")
+        if key not in keys and key not in optional:
+            raise _fail(f"{where}.{key}", f"unknown key; expected {', '.join(keys + optional)}")
+    return value
+
+
+def _choice(spec: dict, key: str, where: str, choices: tuple, default: Any) -> Any:
+    value = spec.get(key, default)
+    if isinstance(value, bool) is not isinstance(default, bool) or value not in choices:
+        raise _fail(f"{where}.{key}", f"must be one of {', '.join(map(str, choices))}")
     return value
 
 
@@ -160,7 +202,7 @@ class _GraphBuilder:
         is_output: bool = False,
     ) -> int:
         """Check one conv entry, record it, and return its output width."""
-        spec = _mapping(spec, where, _CONV_KEYS)
+        spec = _mapping(spec, where, _CONV_KEYS, tuple(_CONV_OPTIONAL))
         if spec["type"] != "conv":
             raise _fail(f"{where}.type", f"must be 'conv' here, got {spec['type']!r}")
         out = _int(spec, "out", where)
@@ -174,6 +216,13 @@ class _GraphBuilder:
                 raise _fail(f"{where}.{key}", f"must be true or false, got {spec[key]!r}")
         if spec["act"] not in ACTIVATIONS:
             raise _fail(f"{where}.act", f"must be one of {', '.join(ACTIVATIONS)}")
+        _choice(spec, "norm", where, NORMS, "batch")
+        _choice(spec, "padding", where, PADDINGS, "same")
+        if _choice(spec, "depthwise", where, (False, True), False) and out != in_channels:
+            raise _fail(
+                f"{where}.out",
+                f"is {out} but a depthwise conv keeps its input's {in_channels} channels",
+            )
         self.convs[path] = ConvNode(path, spec, tuple(inputs), in_channels, is_output)
         return out
 
@@ -223,15 +272,15 @@ def arch_graph(arch: Any) -> ArchGraph:
         raise _fail("num_pafs", f"must be even (x and y per limb), got {num_pafs}")
 
     graph = _GraphBuilder()
-    producer, width, stride = _walk_backbone(graph, _list(arch["backbone"], "backbone"))
+    producers, width, stride, multiple = _walk_backbone(graph, _list(arch["backbone"], "backbone"))
     if stride != STRIDE:
         raise _fail(
             "backbone",
             f"output stride is {stride}; targets and decoding need {STRIDE} "
             "(three stride-2 layers)",
         )
-    features = producer
-    maps = {"features": (producer, width)}
+    maps = {"features": (producers, width)}
+    feature_width = width
     stages = _list(arch["stages"], "stages")
     if not stages:
         raise _fail("stages", "needs at least one stage")
@@ -251,13 +300,13 @@ def arch_graph(arch: Any) -> ArchGraph:
                     f"{where}.inputs",
                     f"{name!r} is not available here (choose from {', '.join(maps)})",
                 )
-        inputs = [maps[name][0] for name in names]
+        inputs = [path for name in names for path in maps[name][0]]
         width = sum(maps[name][1] for name in names)
         prefix = f"stage{index + 1}"
         taken: set[str] = set()
         for i, spec in enumerate(_list(stage["trunk"], f"{where}.trunk")):
             spec_where = f"{where}.trunk[{i}]"
-            _mapping(spec, spec_where, _CONV_KEYS)
+            _mapping(spec, spec_where, _CONV_KEYS, tuple(_CONV_OPTIONAL))
             path = f"{prefix}.trunk.{_name(spec, spec_where, taken)}"
             width = graph.conv(spec, spec_where, path, inputs, width)
             inputs = [path]
@@ -275,45 +324,69 @@ def arch_graph(arch: Any) -> ArchGraph:
                     f"{where}.{branch}.out.out",
                     f"must be {channels}, the model's {what}, got {out}",
                 )
-        maps["heatmaps"] = (outputs["heatmap"], num_heatmaps)
-        maps["pafs"] = (outputs["paf"], num_pafs)
-    return ArchGraph(graph.convs, graph.groups(), features, stride)
+        maps["heatmaps"] = ((outputs["heatmap"],), num_heatmaps)
+        maps["pafs"] = ((outputs["paf"],), num_pafs)
+    return ArchGraph(
+        graph.convs, graph.groups(), producers, feature_width, stride, max(multiple, stride)
+    )
 
 
-def _walk_backbone(graph: _GraphBuilder, layers: list) -> tuple[str, int, int]:
-    """Returns (producer of the features, their width, output stride)."""
+def _walk_backbone(graph: _GraphBuilder, layers: list) -> tuple[tuple[str, ...], int, int, int]:
+    """Returns (producers of the features, their width, output stride, largest stride)."""
     if not layers:
         raise _fail("backbone", "needs at least one layer")
-    producer, width, stride = IMAGE, 3, 1
+    producers, width, stride = (IMAGE,), 3, 1
+    largest = 1
+    outputs: dict[str, tuple[tuple[str, ...], int, int]] = {}  # name -> producers, width, stride
     taken: set[str] = set()
     for i, layer in enumerate(layers):
         where = f"backbone[{i}]"
         kind = layer.get("type") if isinstance(layer, dict) else None
         if kind not in _LAYER_KEYS:
             raise _fail(f"{where}.type", f"must be one of {', '.join(_LAYER_KEYS)}")
-        _mapping(layer, where, _LAYER_KEYS[kind])
+        _mapping(layer, where, _LAYER_KEYS[kind], tuple(_LAYER_OPTIONAL.get(kind, ())))
         name = _name(layer, where, taken)
         if kind == "conv":
             path = f"backbone.{name}"
-            width = graph.conv(layer, where, path, [producer], width)
-            producer, stride = path, stride * layer["stride"]
+            width = graph.conv(layer, where, path, list(producers), width)
+            producers, stride = (path,), stride * layer["stride"]
         elif kind == "maxpool":
             kernel = _int(layer, "kernel", where)
             stride *= _int(layer, "stride", where)
             padding = _int(layer, "padding", where, minimum=0)
             if 2 * padding > kernel:
                 raise _fail(f"{where}.padding", f"must be at most kernel / 2, got {padding}")
-        else:
+        elif kind == "residual":
+            if len(producers) != 1:
+                raise _fail(where, "a residual block cannot start on a concatenation")
             producer, width, block_stride = _walk_residual(
-                graph, layer, where, f"backbone.{name}", producer, width
+                graph, layer, where, f"backbone.{name}", producers[0], width
             )
-            stride *= block_stride
-    return producer, width, stride
+            producers, stride = (producer,), stride * block_stride
+        else:
+            skip = layer["skip"]
+            if skip not in outputs:
+                raise _fail(f"{where}.skip", f"{skip!r} is not an earlier backbone layer")
+            scale = _int(layer, "scale", where)
+            _choice(layer, "mode", where, UPSAMPLE_MODES, "bilinear")
+            skip_producers, skip_width, skip_stride = outputs[skip]
+            if skip_stride * scale != stride:
+                raise _fail(
+                    f"{where}.scale",
+                    f"upsampling stride {stride} by {scale} does not meet {skip!r} "
+                    f"at stride {skip_stride}",
+                )
+            producers = skip_producers + producers
+            width, stride = skip_width + width, skip_stride
+        largest = max(largest, stride)
+        outputs[name] = (producers, width, stride)
+    return producers, width, stride, largest
 
 
 def _walk_residual(
     graph: _GraphBuilder, block: dict, where: str, prefix: str, producer: str, width: int
 ) -> tuple[str, int, int]:
+    _choice(block, "act", where, ACTIVATIONS, "relu")
     convs = _list(block["convs"], f"{where}.convs")
     if not convs:
         raise _fail(f"{where}.convs", "a residual block needs at least one conv")
@@ -321,7 +394,7 @@ def _walk_residual(
     body, body_width, stride = producer, width, 1
     for j, spec in enumerate(convs):
         spec_where = f"{where}.convs[{j}]"
-        _mapping(spec, spec_where, _CONV_KEYS)
+        _mapping(spec, spec_where, _CONV_KEYS, tuple(_CONV_OPTIONAL))
         path = f"{prefix}.{_name(spec, spec_where, taken)}"
         body_width = graph.conv(spec, spec_where, path, [body], body_width)
         body, stride = path, stride * spec["stride"]
@@ -336,7 +409,7 @@ def _walk_residual(
         graph.couple(body, producer)
     else:
         spec_where = f"{where}.shortcut"
-        _mapping(shortcut, spec_where, _CONV_KEYS)
+        _mapping(shortcut, spec_where, _CONV_KEYS, tuple(_CONV_OPTIONAL))
         path = f"{prefix}.{_name(shortcut, spec_where, taken)}"
         out = graph.conv(shortcut, spec_where, path, [producer], width)
         if out != body_width:
@@ -359,13 +432,13 @@ def _walk_branch(
     taken: set[str] = set()
     for i, spec in enumerate(_list(branch["convs"], f"{where}.convs")):
         spec_where = f"{where}.convs[{i}]"
-        _mapping(spec, spec_where, _CONV_KEYS)
+        _mapping(spec, spec_where, _CONV_KEYS, tuple(_CONV_OPTIONAL))
         path = f"{prefix}.{_name(spec, spec_where, taken)}"
         width = graph.conv(spec, spec_where, path, inputs, width)
         inputs = [path]
     if branch["attention"] is not None:
         spec_where = f"{where}.attention"
-        spec = _mapping(branch["attention"], spec_where, _CONV_KEYS)
+        spec = _mapping(branch["attention"], spec_where, _CONV_KEYS, tuple(_CONV_OPTIONAL))
         if len(inputs) != 1:
             raise _fail(spec_where, "needs a conv before it in the stage (it gates that output)")
         path = f"{prefix}.{_name(spec, spec_where, taken)}"
@@ -378,7 +451,7 @@ def _walk_branch(
             )
         graph.couple(inputs[0], path)
     spec_where = f"{where}.out"
-    spec = _mapping(branch["out"], spec_where, _CONV_KEYS)
+    spec = _mapping(branch["out"], spec_where, _CONV_KEYS, tuple(_CONV_OPTIONAL))
     path = f"{prefix}.{_name(spec, spec_where, taken)}"
     graph.conv(spec, spec_where, path, inputs, width, is_output=True)
     return path

@@ -121,3 +121,82 @@ def resnet_backbone(
             in_width = out
     layers.append(conv("channel_reduction", width(128), bias=head_bias, bn=False))
     return layers
+
+
+# MobileNetV2's block table (expansion t, nominal width c, repeats n, first stride s), cut
+# after the 96-channel stride-16 stage: tf-pose's features come from the last stride-8 block
+# and the last stride-16 block
+MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1))
+
+
+def mobilenet_v2_feature_width(width: Width) -> int:
+    """Channels of :func:`mobilenet_v2_backbone`'s features (stride-8 + stride-16 blocks)."""
+    return width(32) + width(96)
+
+
+def _block_name(index: int) -> str:
+    """TF-slim's block names (``expanded_conv``, ``expanded_conv_1``, ...), kept for import."""
+    return "expanded_conv" if index == 0 else f"expanded_conv_{index}"
+
+
+def mobilenet_v2_backbone(width: Width, *, tf: bool = False) -> list[dict]:
+    """MobileNetV2 (inverted residuals, linear bottlenecks) with tf-pose's feature pyramid.
+
+    Stem 3x3/2 conv of 32, then the blocks of :data:`MOBILENET_V2_BLOCKS`: expand 1x1 (t x
+    input width, ReLU6; absent when t = 1), depthwise 3x3 (stride s, ReLU6), project 1x1
+    (no activation); blocks that keep width and resolution add their input (an identity
+    residual, no activation after the add). Features F = concat[the last stride-8 block, the
+    last stride-16 block upsampled x2]: output stride 8, input sides multiples of 16.
+
+    Args:
+        width: nominal -> built widths (the width multiplier; 0.5 is tf-pose's "small").
+        tf: tf-pose's exact conventions, for imported weights: normalisation with each
+            input's own statistics (instance norm), TensorFlow SAME padding, TF1 bilinear
+            upsampling. False: batch norm, PyTorch padding and upsampling.
+    """
+    extra = {"norm": "instance", "padding": "tf_same"} if tf else {}
+
+    def unit(name: str, out: int, kernel: int, *, act: str, stride: int = 1, **more) -> dict:
+        return {
+            **conv(name, out, kernel, stride=stride, bias=False, bn=True, act=act),
+            **extra,
+            **more,
+        }
+
+    layers = [unit("conv", width(32), 3, act="relu6", stride=2)]
+    in_width, index, stride_reached, skip = width(32), 0, 2, None
+    for expansion, nominal, repeats, first_stride in MOBILENET_V2_BLOCKS:
+        out = width(nominal)
+        for j in range(repeats):
+            stride = first_stride if j == 0 else 1
+            hidden = in_width * expansion
+            convs = [unit("expand", hidden, 1, act="relu6")] if expansion != 1 else []
+            convs.append(unit("depthwise", hidden, 3, act="relu6", stride=stride, depthwise=True))
+            convs.append(unit("project", out, 1, act="none"))
+            name = _block_name(index)
+            if stride == 1 and in_width == out:
+                layers.append(
+                    {
+                        "type": "residual",
+                        "name": name,
+                        "convs": convs,
+                        "shortcut": None,
+                        "act": "none",
+                    }
+                )
+            else:
+                layers += [{**c, "name": f"{name}_{c['name']}"} for c in convs]
+            stride_reached *= stride
+            if stride_reached == 8:
+                skip = layers[-1]["name"]
+            in_width, index = out, index + 1
+    layers.append(
+        {
+            "type": "upsample_concat",
+            "name": "feat_concat",
+            "skip": skip,
+            "scale": 2,
+            "mode": "bilinear_tf1" if tf else "bilinear",
+        }
+    )
+    return layers

@@ -6,36 +6,68 @@ Each class takes ``(in_channels, spec)`` where ``spec`` is the entry's plain dic
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from bpnet.models.arch import conv_option
+
+# TensorFlow's batch-norm epsilon: instance-normalised layers come from TF networks (their
+# frozen ``is_training=True`` batch norms), whose epsilon is part of the function
+INSTANCE_NORM_EPS = 1e-3
 
 
 def _activation(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU(inplace=True)
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
     return {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "none": nn.Identity}[name]()
 
 
+def _tf_same_padding(kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding (before, after) for a side divisible by the stride."""
+    total = max(dilation * (kernel - 1) + 1 - stride, 0)
+    return total // 2, total - total // 2
+
+
 class ConvBlock(nn.Conv2d):
-    """Conv2d with "same" padding, then optional BatchNorm, then an activation.
+    """Conv2d with "same" padding, then optional normalisation, then an activation.
 
     It subclasses ``nn.Conv2d`` so that its kernel lives at ``<path>.weight`` (the path the
-    arch graph and a pruner use) and any tool that looks for convs finds it.
+    arch graph and a pruner use) and any tool that looks for convs finds it. A depthwise conv
+    has one filter per input channel (``groups = in_channels``). The normalisation (``bn``)
+    is batch norm, or instance norm (``norm: instance``: each sample's own statistics, what a
+    TensorFlow batch norm frozen in training mode computes at batch 1). TensorFlow's SAME
+    padding (``padding: tf_same``) puts the odd pixel at the end, which a stride-2 conv needs
+    to match a TF network exactly.
 
     Shapes: (B, in_channels, H, W) -> (B, out, H / stride, W / stride).
     """
 
     def __init__(self, in_channels: int, spec: dict):
-        kernel, dilation = spec["kernel"], spec["dilation"]
+        kernel, dilation, stride = spec["kernel"], spec["dilation"], spec["stride"]
+        self.tf_pad = None
+        padding = dilation * (kernel - 1) // 2
+        if conv_option(spec, "padding") == "tf_same":
+            before, after = _tf_same_padding(kernel, stride, dilation)
+            if before != after:
+                self.tf_pad, padding = (before, after, before, after), 0
         super().__init__(
             in_channels,
             spec["out"],
             kernel,
-            stride=spec["stride"],
-            padding=dilation * (kernel - 1) // 2,
+            stride=stride,
+            padding=padding,
             dilation=dilation,
+            groups=in_channels if conv_option(spec, "depthwise") else 1,
             bias=spec["bias"],
         )
-        self.bn = nn.BatchNorm2d(spec["out"]) if spec["bn"] else None
+        self.bn: nn.Module | None = None
+        if spec["bn"] and conv_option(spec, "norm") == "instance":
+            self.bn = nn.InstanceNorm2d(spec["out"], eps=INSTANCE_NORM_EPS, affine=True)
+        elif spec["bn"]:
+            self.bn = nn.BatchNorm2d(spec["out"])
         self.act = _activation(spec["act"])
         # He init keeps the activation scale through the deep stages, which have no BN and
         # train from scratch here; gates and linear convs get gain 1
@@ -45,10 +77,24 @@ class ConvBlock(nn.Conv2d):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.tf_pad is not None:
+            x = F.pad(x, self.tf_pad)
         x = self._conv_forward(x, self.weight, self.bias)
         if self.bn is not None:
             x = self.bn(x)
         return self.act(x)
+
+
+class DepthwiseConvBlock(ConvBlock):
+    """A :class:`ConvBlock` with one filter per input channel (``depthwise: true``): its own
+    class, so that a pruner cuts its input and output channels together."""
+
+
+def conv_block(in_channels: int, spec: dict) -> ConvBlock:
+    """The conv an arch entry describes: a :class:`DepthwiseConvBlock` or a :class:`ConvBlock`."""
+    if conv_option(spec, "depthwise"):
+        return DepthwiseConvBlock(in_channels, spec)
+    return ConvBlock(in_channels, spec)
 
 
 class MaxPool(nn.MaxPool2d):
@@ -59,7 +105,8 @@ class MaxPool(nn.MaxPool2d):
 
 
 class ResidualBlock(nn.Module):
-    """relu(convs(x) + shortcut(x)); the shortcut is identity or a (1x1, strided) conv.
+    """act(convs(x) + shortcut(x)); the shortcut is identity or a (1x1, strided) conv; act is
+    ReLU, or none for MobileNetV2's linear bottlenecks.
 
     The convs are registered under their arch names (``<block>.conv1``), beside
     ``<block>.<shortcut name>``, so module paths match the arch graph.
@@ -70,14 +117,14 @@ class ResidualBlock(nn.Module):
         self.body_names = []
         width = in_channels
         for conv in spec["convs"]:
-            self.add_module(conv["name"], ConvBlock(width, conv))
+            self.add_module(conv["name"], conv_block(width, conv))
             self.body_names.append(conv["name"])
             width = conv["out"]
         self.shortcut_name = None
         if spec["shortcut"] is not None:
             self.shortcut_name = spec["shortcut"]["name"]
-            self.add_module(self.shortcut_name, ConvBlock(in_channels, spec["shortcut"]))
-        self.act = nn.ReLU(inplace=True)
+            self.add_module(self.shortcut_name, conv_block(in_channels, spec["shortcut"]))
+        self.act = _activation(spec.get("act", "relu"))
 
     def forward(self, x: Tensor) -> Tensor:
         y = x
@@ -102,15 +149,15 @@ class Branch(nn.Module):
         self.conv_names = []
         width = in_channels
         for conv in spec["convs"]:
-            self.add_module(conv["name"], ConvBlock(width, conv))
+            self.add_module(conv["name"], conv_block(width, conv))
             self.conv_names.append(conv["name"])
             width = conv["out"]
         self.attention_name = None
         if spec["attention"] is not None:
             self.attention_name = spec["attention"]["name"]
-            self.add_module(self.attention_name, ConvBlock(width, spec["attention"]))
+            self.add_module(self.attention_name, conv_block(width, spec["attention"]))
         self.out_name = spec["out"]["name"]
-        out = ConvBlock(width, spec["out"])
+        out = conv_block(width, spec["out"])
         nn.init.normal_(out.weight, std=0.01)
         self.add_module(self.out_name, out)
 
@@ -138,7 +185,7 @@ class Stage(nn.Module):
         self.trunk = nn.Sequential()
         width = in_channels
         for conv in spec["trunk"]:
-            self.trunk.add_module(conv["name"], ConvBlock(width, conv))
+            self.trunk.add_module(conv["name"], conv_block(width, conv))
             width = conv["out"]
         self.heatmap = Branch(width, spec["heatmap"])
         self.paf = Branch(width, spec["paf"])
@@ -148,24 +195,92 @@ class Stage(nn.Module):
         return self.heatmap(x), self.paf(x)
 
 
-def backbone_from_layers(layers: list[dict]) -> nn.Sequential:
-    """The backbone as a named ``nn.Sequential`` (paths ``backbone.<layer name>``).
+def upsample2x_tf1(x: Tensor) -> Tensor:
+    """TF1's ``resize_bilinear`` x2 (``align_corners=False``, no half-pixel centres): output
+    pixel 2i is input pixel i, 2i + 1 the mean of pixels i and i + 1 (the last one repeated).
+
+    Shapes: (B, C, h, w) -> (B, C, 2h, 2w).
+    """
+    for dim in (2, 3):
+        following = torch.cat([x.narrow(dim, 1, x.shape[dim] - 1), x.narrow(dim, -1, 1)], dim)
+        x = torch.stack([x, (x + following) * 0.5], dim=dim + 1).flatten(dim, dim + 1)
+    return x
+
+
+class UpsampleConcat(nn.Module):
+    """concat[an earlier backbone output, this input upsampled by ``scale``] (no parameters).
+
+    Attributes:
+        skip: the name of the earlier backbone layer whose output comes first.
+    """
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        self.skip = spec["skip"]
+        self.scale = spec["scale"]
+        self.mode = spec["mode"]
+
+    def forward(self, skip: Tensor, x: Tensor) -> Tensor:
+        if self.mode == "bilinear_tf1" and self.scale == 2:
+            up = upsample2x_tf1(x)
+        elif self.mode == "bilinear_tf1":
+            raise NotImplementedError("bilinear_tf1 upsampling is written for scale 2 only")
+        else:
+            up = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return torch.cat([skip, up], dim=1)
+
+
+class Backbone(nn.Sequential):
+    """The backbone's layers in order (paths ``backbone.<layer name>``); an upsample-concat
+    layer reads the output an earlier layer kept for it.
 
     Shapes: (B, 3, H, W) -> (B, C, H / 8, W / 8) for the presets.
     """
-    backbone = nn.Sequential()
-    width = 3
-    for layer in layers:
-        if layer["type"] == "conv":
-            module: nn.Module = ConvBlock(width, layer)
-            width = layer["out"]
-        elif layer["type"] == "maxpool":
-            module = MaxPool(layer)
-        else:
-            module = ResidualBlock(width, layer)
-            width = layer["convs"][-1]["out"]
-        backbone.add_module(layer["name"], module)
-    return backbone
+
+    def __init__(self, layers: list[dict]):
+        super().__init__()
+        width = 3
+        widths: dict[str, int] = {}
+        for layer in layers:
+            if layer["type"] == "conv":
+                module: nn.Module = conv_block(width, layer)
+                width = layer["out"]
+            elif layer["type"] == "maxpool":
+                module = MaxPool(layer)
+            elif layer["type"] == "residual":
+                module = ResidualBlock(width, layer)
+                width = layer["convs"][-1]["out"]
+            else:
+                module = UpsampleConcat(layer)
+                width += widths[layer["skip"]]
+            widths[layer["name"]] = width
+            self.add_module(layer["name"], module)
+        self.kept = {m.skip for m in self.children() if isinstance(m, UpsampleConcat)}
+
+    def forward(self, x: Tensor) -> Tensor:
+        kept: dict[str, Tensor] = {}
+        for name, module in self.named_children():
+            x = module(kept[module.skip], x) if isinstance(module, UpsampleConcat) else module(x)
+            if name in self.kept:
+                kept[name] = x
+        return x
 
 
-__all__ = ["Branch", "ConvBlock", "MaxPool", "ResidualBlock", "Stage", "backbone_from_layers"]
+def backbone_from_layers(layers: list[dict]) -> Backbone:
+    """The backbone built from the arch's layer list (see :class:`Backbone`)."""
+    return Backbone(layers)
+
+
+__all__ = [
+    "Backbone",
+    "Branch",
+    "ConvBlock",
+    "DepthwiseConvBlock",
+    "MaxPool",
+    "ResidualBlock",
+    "Stage",
+    "UpsampleConcat",
+    "backbone_from_layers",
+    "conv_block",
+    "upsample2x_tf1",
+]

@@ -9,11 +9,13 @@ from bpnet.models.arch import ARCH_FORMAT
 from bpnet.models.backbones import (
     RESNET_BLOCKS,
     Width,
+    mobilenet_v2_backbone,
+    mobilenet_v2_feature_width,
     openpose_backbone,
     resnet_backbone,
     vgg_backbone,
 )
-from bpnet.models.heads import lite_stages, openpose_stages
+from bpnet.models.heads import lite_stages, openpose_stages, separable_stages
 from bpnet.models.posenet import PoseNet, model_from_arch
 from bpnet.pose import PoseConfig
 
@@ -54,6 +56,11 @@ def make_arch(config: ModelConfig, pose: PoseConfig) -> dict:
     * ``openpose`` / ``openpose_coco``: CMU OpenPose COCO exactly (the spec checks ``stages:
       6``, 128 filters, 7x7 kernels, full width, no BN); ``openpose`` / ``default``: the same
       layout with the spec's stages, widths and kernels. Biases follow ``use_bias``.
+    * ``mobilenet_v2`` / ``default``: MobileNetV2 (width multiplier) with tf-pose's features
+      (stride 8 + upsampled stride 16) and depthwise-separable two-branch stages of
+      ``num_filters`` (the built width, not scaled); ``tfpose``: the same with tf-pose's
+      TensorFlow conventions (instance norm in the backbone, TF padding and upsampling), the
+      form ``bpnet import --from tfpose`` writes. Input sides: multiples of 16.
     """
     attrs = config.backbone_attributes
     width = scaled_width(attrs.width_multiplier)
@@ -66,7 +73,18 @@ def make_arch(config: ModelConfig, pose: PoseConfig) -> dict:
         "use_self_attention": config.use_self_attention,
         "bn": config.stage_batch_norm,
     }
-    if attrs.architecture == "openpose":
+    if attrs.architecture == "mobilenet_v2":
+        backbone = mobilenet_v2_backbone(width, tf=attrs.mtype == "tfpose")
+        stages = separable_stages(
+            config.stages,
+            num_heatmaps=pose.num_heatmap_channels,
+            num_pafs=pose.num_paf_channels,
+            feature_width=mobilenet_v2_feature_width(width),
+            num_filters=config.num_filters,
+            stage_kernel_sizes=tuple(config.stage_kernel_sizes),
+            bn=config.stage_batch_norm,
+        )
+    elif attrs.architecture == "openpose":
         backbone = openpose_backbone(width)
         stages = openpose_stages(config.stages, **heads)
     else:

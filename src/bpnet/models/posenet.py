@@ -23,6 +23,8 @@ class PoseNet(nn.Module):
         arch: the plain-data description this model was built from (a private copy); with
             the state dict it is everything a checkpoint needs.
         stride: output stride (8): maps are (H / 8, W / 8) for an (H, W) input.
+        input_multiple: input sides must be multiples of this (8, or 16 for a backbone
+            that upsamples a stride-16 map into its features).
         num_heatmaps: J + 1 (joints and background).
         num_pafs: 2 L (x and y per limb).
         num_stages: number of stages (each one is supervised).
@@ -34,12 +36,13 @@ class PoseNet(nn.Module):
         self.arch = _plain_copy(arch)
         graph = arch_graph(self.arch)
         self.stride = graph.stride
+        self.input_multiple = graph.input_multiple
         self.num_heatmaps = self.arch["num_heatmaps"]
         self.num_pafs = self.arch["num_pafs"]
         self.num_stages = len(self.arch["stages"])
         self.backbone = backbone_from_layers(self.arch["backbone"])
         widths = {
-            "features": graph.convs[graph.features].spec["out"],
+            "features": graph.feature_width,
             "heatmaps": self.num_heatmaps,
             "pafs": self.num_pafs,
         }
@@ -53,7 +56,7 @@ class PoseNet(nn.Module):
         """Predict maps at every stage.
 
         Args:
-            x: (B, 3, H, W) normalised RGB; H and W multiples of 8. Contiguous or
+            x: (B, 3, H, W) normalised RGB; H and W multiples of ``input_multiple``. Contiguous or
                 channels_last; outputs follow the input's memory format.
 
         Returns:

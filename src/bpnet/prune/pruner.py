@@ -44,7 +44,8 @@ from torch_pruning.pruner import function as tp_function
 
 from bpnet.errors import BpnetError
 from bpnet.models import PoseNet, arch_graph, load_state_checked, model_from_arch
-from bpnet.models.blocks import ConvBlock
+from bpnet.models.arch import IMAGE
+from bpnet.models.blocks import ConvBlock, DepthwiseConvBlock
 
 EQUALIZATION_CRITERIA = ("union", "intersection", "arithmetic_mean", "geometric_mean")
 NORMALIZERS = ("max", "L2")
@@ -249,6 +250,12 @@ def plan_pruning(model: PoseNet, settings: PruneSettings) -> PruningPlan:
             continue
         group = graph.group_of(path)
         width = node.spec["out"]
+        if node.depthwise:
+            if len(group) > 1:
+                raise BpnetError(f"{path}: a depthwise conv whose output is added is not supported")
+            kept = _follow_inputs(node, layers)
+            layers[path] = LayerPlan(path, width, kept, "depthwise", group)
+            continue
         if any(graph.convs[member].is_output for member in group):
             statuses = dict.fromkeys(group, "output")
             kept = tuple(range(width))
@@ -274,6 +281,18 @@ def plan_pruning(model: PoseNet, settings: PruneSettings) -> PruningPlan:
     return PruningPlan(ordered, settings)
 
 
+def _follow_inputs(node, layers: dict[str, LayerPlan]) -> tuple[int, ...]:
+    """The channels a depthwise conv keeps: those its (concatenated) inputs keep."""
+    kept, offset = [], 0
+    for producer in node.inputs:
+        if producer == IMAGE:
+            return tuple(range(node.in_channels))
+        plan = layers[producer]
+        kept += [offset + i for i in plan.kept]
+        offset += plan.width
+    return tuple(kept)
+
+
 class _ConvBlockPruner(tp_function.ConvPruner):
     """torch-pruning's conv pruner, extended to the batch norm a :class:`ConvBlock` holds.
 
@@ -292,6 +311,22 @@ class _ConvBlockPruner(tp_function.ConvPruner):
         return layer
 
 
+class _DepthwiseBlockPruner(tp_function.DepthwiseConvPruner):
+    """torch-pruning's depthwise pruner for a :class:`DepthwiseConvBlock` and its norm: one
+    function cuts input and output channels, so torch-pruning couples them (its rule for
+    layers whose input and output channels are the same)."""
+
+    _bn = tp_function.BatchnormPruner()
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        layer = super().prune_out_channels(layer, idxs)
+        if layer.bn is not None:
+            self._bn.prune_out_channels(layer.bn, idxs)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+
 def dependency_graph(model: PoseNet) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of a PoseNet (traced on a small CPU input).
 
@@ -303,7 +338,10 @@ def dependency_graph(model: PoseNet) -> tp.DependencyGraph:
         return tp.DependencyGraph().build_dependency(
             model,
             example_inputs=example,
-            customized_pruners={ConvBlock: _ConvBlockPruner()},
+            customized_pruners={
+                ConvBlock: _ConvBlockPruner(),
+                DepthwiseConvBlock: _DepthwiseBlockPruner(),
+            },
             verbose=False,
         )
 
@@ -318,7 +356,7 @@ def _cut_groups(plan: PruningPlan) -> Iterator[tuple[str, LayerPlan, list[int]]]
     the filters the group loses)."""
     done: set[str] = set()
     for path, layer in plan.layers.items():
-        if path in done:
+        if path in done or layer.status == "depthwise":  # cut with the channels they follow
             continue
         done.update(layer.group)
         removed = removed_filters(layer)
@@ -391,6 +429,9 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
                 (dep.target.module, [int(getattr(i, "idx", i)) for i in idxs])
                 for dep, idxs in group
                 if isinstance(dep.target.module, ConvBlock)
+                # a depthwise conv passes its removed channels on (they are cut there too):
+                # the fold happens in the convs that read it
+                and not isinstance(dep.target.module, DepthwiseConvBlock)
                 and graph.is_in_channel_pruning_fn(dep.handler)
             ]
         if not cuts:
@@ -413,6 +454,8 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
             # the removed channels are constant maps: their mean is their value
             value = inputs[i][0].mean(dim=(1, 2))  # (R,)
             shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ value  # (out,)
+            if isinstance(consumer.bn, nn.InstanceNorm2d):
+                continue  # it subtracts each map's own mean: a constant input shift vanishes
             if consumer.bias is None and consumer.bn is None:
                 if not torch.any(shift):
                     continue
@@ -455,10 +498,11 @@ def apply_plan(model: PoseNet, plan: PruningPlan, *, compensate: bool = True) ->
         compensate_removed_outputs(work, plan, graph)
     for path, layer, removed in _cut_groups(plan):
         group = _out_channel_group(graph, modules[path], removed)
-        cut = {  # the convs whose outputs torch-pruning cuts together
+        cut = {  # the convs whose outputs torch-pruning cuts together (depthwise convs follow)
             names[dep.target.module]
             for dep, _ in group
             if isinstance(dep.target.module, ConvBlock)
+            and not isinstance(dep.target.module, DepthwiseConvBlock)
             and graph.is_out_channel_pruning_fn(dep.handler)
         }
         if cut != set(layer.group):

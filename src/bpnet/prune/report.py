@@ -83,9 +83,10 @@ def arch_cost(arch: dict, sizes: dict[str, tuple[int, int]]) -> Cost:
     for path, node in arch_graph(arch).convs.items():
         spec = node.spec
         out, taps = spec["out"], spec["kernel"] ** 2
-        params += out * node.in_channels * taps + out * spec["bias"] + 2 * out * spec["bn"]
+        fan_in = 1 if node.depthwise else node.in_channels  # inputs each filter reads
+        params += out * fan_in * taps + out * spec["bias"] + 2 * out * spec["bn"]
         h, w = sizes[path]
-        macs += h * w * out * node.in_channels * taps
+        macs += h * w * out * fan_in * taps
     return Cost(params, macs)
 
 

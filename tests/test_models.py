@@ -21,9 +21,10 @@ from bpnet.models import (
     make_arch,
     model_from_arch,
 )
+from bpnet.models.blocks import ConvBlock, upsample2x_tf1
 from bpnet.pose import load_pose_config
 
-ARCHITECTURES = ("vgg", "resnet", "openpose")
+ARCHITECTURES = ("vgg", "resnet", "openpose", "mobilenet_v2")
 SIDE = 64  # input side of every forward here: maps are 8x8
 
 
@@ -47,7 +48,7 @@ def small_config(architecture="vgg", stages=3, **kwargs) -> ModelConfig:
     attrs = {
         "architecture": architecture,
         "width_multiplier": 0.125,
-        **{k: kwargs.pop(k) for k in ("mtype", "use_pooling") if k in kwargs},
+        **{k: kwargs.pop(k) for k in ("mtype", "use_pooling", "width_multiplier") if k in kwargs},
     }
     kwargs.setdefault("num_filters", 64)
     kwargs.setdefault("stage_kernel_sizes", (3, 3))
@@ -88,6 +89,8 @@ def test_output_shapes_per_stage(pose, architecture, stages):
         ("resnet", {}),
         ("resnet", {"mtype": "resnet10"}),
         ("openpose", {}),
+        ("mobilenet_v2", {"stage_batch_norm": True}),
+        ("mobilenet_v2", {"mtype": "tfpose", "stage_batch_norm": True}),
     ],
 )
 def test_every_parameter_gets_a_gradient(pose, architecture, extra):
@@ -200,7 +203,8 @@ def test_graph_inputs_match_the_built_convs(pose):
             assert width == node.in_channels, path
         outputs = {p for p, n in graph.convs.items() if n.is_output}
         assert len(outputs) == 2 * model.num_stages
-        first = "stage2.heatmap.conv1" if architecture == "openpose" else "stage2.trunk.conv1"
+        first = {"openpose": "stage2.heatmap.conv1", "mobilenet_v2": "stage2.heatmap.conv1_dw"}
+        first = first.get(architecture, "stage2.trunk.conv1")
         assert {"stage1.heatmap.out", "stage1.paf.out"} <= set(graph.convs[first].inputs)
 
 
@@ -326,3 +330,78 @@ def test_demo_spec_builds(pose):
     model = build_model(spec.model, pose)
     assert isinstance(model, PoseNet) and model.num_stages == spec.model.stages
     assert count_parameters(model) < 2_000_000
+
+
+def test_mobilenet_v2_layout(pose):
+    """tf-pose's layout: features = the last stride-8 block + the last stride-16 block
+    upsampled, so input sides must be multiples of 16; depthwise convs keep their input's
+    width; residual adds only where a block keeps width and resolution."""
+    model = build_model(small_config("mobilenet_v2", width_multiplier=0.5), pose)
+    graph = arch_graph(model.arch)
+    assert (model.stride, model.input_multiple) == (8, 16)
+    assert build_model(small_config("vgg"), pose).input_multiple == 8
+    assert graph.features == (
+        "backbone.expanded_conv_5.project",
+        "backbone.expanded_conv_12.project",
+    )
+    assert graph.feature_width == 16 + 48
+    depthwise = [node for node in graph.convs.values() if node.depthwise]
+    assert all(node.spec["out"] == node.in_channels for node in depthwise)
+    assert all(model.get_submodule(n.path).groups == n.in_channels for n in depthwise)
+    assert len(graph.coupled) == 4  # blocks 2, 4-5, 7-9, 11-12 add their input
+
+
+def test_tf1_upsampling_is_asymmetric():
+    """TF1's resize_bilinear x2: output 2i = input i, 2i + 1 = mean of i and i + 1, the last
+    input repeated past the edge (not PyTorch's half-pixel centres)."""
+    x = torch.arange(12.0).view(1, 1, 3, 4) ** 2
+    up = upsample2x_tf1(x)[0, 0]
+    rows = [0, 0.5, 1, 1.5, 2, 2]  # input row sampled by output row
+    cols = [0, 0.5, 1, 1.5, 2, 2.5, 3, 3]
+    grid = x[0, 0]
+
+    def sample(r, c):
+        r0, c0 = int(r), int(c)
+        r1, c1 = min(r0 + 1, 2), min(c0 + 1, 3)
+        top = grid[r0, c0] * (1 - (c - c0)) + grid[r0, c1] * (c - c0)
+        bottom = grid[r1, c0] * (1 - (c - c0)) + grid[r1, c1] * (c - c0)
+        return top * (1 - (r - r0)) + bottom * (r - r0)
+
+    expected = torch.tensor([[sample(r, c) for c in cols] for r in rows])
+    torch.testing.assert_close(up, expected)
+    half_pixel = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear")
+    assert not torch.allclose(half_pixel[0, 0], expected)
+
+
+def test_tf_same_padding_puts_the_odd_pixel_at_the_end():
+    spec = {"type": "conv", "name": "c", "out": 2, "kernel": 3, "stride": 2, "dilation": 1,
+            "bias": False, "bn": False, "act": "none"}  # fmt: skip
+    torch.manual_seed(0)
+    tf = ConvBlock(3, {**spec, "padding": "tf_same"})
+    same = ConvBlock(3, spec)
+    same.weight.data.copy_(tf.weight.data)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, (0, 1, 0, 1)), tf.weight, stride=2
+        )
+        torch.testing.assert_close(tf(x), expected)
+        assert tf(x).shape == same(x).shape == (1, 2, 4, 4)
+        assert not torch.allclose(same(x), expected)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "message"),
+    [
+        (lambda b: b[1].update(out=8), r"backbone\[1\]\.out", "depthwise"),
+        (lambda b: b[-1].update(skip="nowhere"), r"backbone\[\d+\]\.skip", "earlier"),
+        (lambda b: b[-1].update(scale=4), r"backbone\[\d+\]\.scale", "does not meet"),
+        (lambda b: b[0].update(norm="group"), r"backbone\[0\]\.norm", "one of"),
+        (lambda b: b[0].update(padding="valid"), r"backbone\[0\]\.padding", "one of"),
+    ],
+)
+def test_bad_mobilenet_arch_names_the_field(pose, edit, field, message):
+    arch = make_arch(small_config("mobilenet_v2", width_multiplier=0.5), pose)
+    edit(arch["backbone"])
+    with pytest.raises(SpecError, match="^model arch: " + field + ": .*" + message):
+        model_from_arch(arch)

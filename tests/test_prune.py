@@ -20,7 +20,7 @@ from bpnet.models import (
     make_arch,
     model_from_arch,
 )
-from bpnet.models.blocks import ConvBlock
+from bpnet.models.blocks import ConvBlock, DepthwiseConvBlock
 from bpnet.pose import load_pose_config
 from bpnet.prune import (
     PruneSettings,
@@ -55,6 +55,14 @@ MODEL_TYPES = {
         "use_self_attention": True,
         "stage_batch_norm": True,
     },
+    # depthwise convs (they follow their input's channels), linear-bottleneck residual adds,
+    # a concat of two backbone levels; tfpose: instance norm and TF padding
+    "mobilenet_v2": {"architecture": "mobilenet_v2", "stage_batch_norm": True},
+    "mobilenet_v2_tfpose": {
+        "architecture": "mobilenet_v2",
+        "mtype": "tfpose",
+        "stage_batch_norm": True,
+    },
 }
 
 
@@ -63,13 +71,15 @@ def pose():
     return load_pose_config()
 
 
-def small_config(architecture="vgg", width_multiplier=0.125, stages=3, **kwargs) -> ModelConfig:
+def small_config(
+    architecture="vgg", width_multiplier=0.125, stages=3, mtype="default", **kwargs
+) -> ModelConfig:
     """A narrow model (widths / 8, at least 8): a 64x64 forward takes milliseconds."""
     kwargs.setdefault("num_filters", 64)
     kwargs.setdefault("stage_kernel_sizes", (3, 3))
     return ModelConfig(
         backbone_attributes=BackboneAttributes(
-            architecture=architecture, width_multiplier=width_multiplier
+            architecture=architecture, mtype=mtype, width_multiplier=width_multiplier
         ),
         stages=stages,
         data_format="channels_first",
@@ -97,6 +107,7 @@ def trained_model(pose, seed=0, **config):
             if module.bn is not None:
                 module.bn.weight.copy_(0.5 + torch.rand(width, generator=generator))
                 module.bn.bias.copy_(0.1 * torch.randn(width, generator=generator))
+            if isinstance(module.bn, torch.nn.BatchNorm2d):
                 module.bn.running_mean.copy_(0.1 * torch.randn(width, generator=generator))
                 module.bn.running_var.copy_(0.5 + torch.rand(width, generator=generator))
     return model
@@ -115,10 +126,13 @@ def kill_filters(model, seed=0):
     layer sees. So the kernel, the bias, beta and the running mean are all zeroed: then the
     conv gives 0, BN gives (0 - 0) / sqrt(var + eps) * gamma + 0 = 0, and the activation keeps
     0 (ReLU, tanh, none). A sigmoid gate gives 0.5, but it multiplies a channel of its
-    branch conv, which is dead too (the two are coupled, so they die together).
+    branch conv, which is dead too (the two are coupled, so they die together). A depthwise
+    conv reads a dead channel as zeros: its own filter there only needs a zero bias and shift.
+    An instance norm of a zero map gives its shift.
 
     Returns:
-        conv path -> sorted dead channel indices (the same for every member of a group).
+        conv path -> sorted dead channel indices (the same for every member of a group; a
+        depthwise conv's are its inputs').
     """
     graph = arch_graph(model.arch)
     modules = dict(model.named_modules())
@@ -131,6 +145,11 @@ def kill_filters(model, seed=0):
             group = graph.group_of(path)
             width = node.spec["out"]
             channels = sorted(rng.choice(width, size=width // 2, replace=False).tolist())
+            if node.depthwise:  # the dead channels of what it reads
+                channels, offset = [], 0
+                for producer in node.inputs:
+                    channels += [offset + c for c in dead.get(producer, [])]
+                    offset += arch_graph(model.arch).convs[producer].spec["out"]
             for member in group:
                 module = modules[member]
                 module.weight[channels] = 0
@@ -138,6 +157,7 @@ def kill_filters(model, seed=0):
                     module.bias[channels] = 0
                 if module.bn is not None:
                     module.bn.bias[channels] = 0
+                if isinstance(module.bn, torch.nn.BatchNorm2d):
                     module.bn.running_mean[channels] = 0
                 dead[member] = channels
     return dead
@@ -218,7 +238,9 @@ def test_a_live_filter_behind_batch_norm_is_folded_as_its_shift(pose):
     torch.testing.assert_close(out[0, 2], exact.expand(8, 8))
 
 
-@pytest.mark.parametrize("kind", MODEL_TYPES)
+# not mobilenet_v2_tfpose: its consumers' instance norms subtract a constant input themselves
+# (test_instance_norm_consumers_need_no_fold)
+@pytest.mark.parametrize("kind", [k for k in MODEL_TYPES if k != "mobilenet_v2_tfpose"])
 def test_the_fold_is_exact_away_from_the_border_of_3x3_consumers(pose, kind):
     """Behind a 3x3 consumer the fold is exact except where zero padding meets the constant
     (the picture's border, spreading inwards layer by layer): on average far closer to the
@@ -243,7 +265,9 @@ def test_the_fold_is_exact_away_from_the_border_of_3x3_consumers(pose, kind):
     assert folded < 0.25 * plain, (folded, plain)
 
 
-@pytest.mark.parametrize("kind", ["resnet", "vgg_attention", "openpose_attention_bn"])
+@pytest.mark.parametrize(
+    "kind", ["resnet", "vgg_attention", "openpose_attention_bn", "mobilenet_v2_tfpose"]
+)
 def test_pruned_arch_rebuilds_the_pruned_model(pose, kind, tmp_path):
     model = trained_model(pose, **MODEL_TYPES[kind])
     pruned, plan = prune_model(
@@ -269,26 +293,72 @@ def test_pruned_arch_rebuilds_the_pruned_model(pose, kind, tmp_path):
     assert count_parameters(again) == count_parameters(pruned)
 
 
-@pytest.mark.parametrize("kind", ["resnet", "vgg_attention", "openpose_attention_bn"])
+@pytest.mark.parametrize(
+    "kind", ["resnet", "vgg_attention", "openpose_attention_bn", "mobilenet_v2"]
+)
 def test_torch_pruning_finds_the_couplings_the_arch_records(pose, kind):
     """Residual adds and attention gates (x * act(attention(x))) are the element-wise ops:
-    torch-pruning's traced graph and the arch's ``coupled`` groups must agree on them."""
+    torch-pruning's traced graph and the arch's ``coupled`` groups must agree on them
+    (depthwise convs are cut with what they read, never on their own)."""
     model = trained_model(pose, **MODEL_TYPES[kind])
     graph = dependency_graph(model)
     names = {module: name for name, module in model.named_modules()}
     traced = set()
     for group in graph.get_all_groups(root_module_types=[ConvBlock]):
-        traced.add(
-            frozenset(
-                names[dep.target.module]
-                for dep, _ in group
-                if isinstance(dep.target.module, ConvBlock)
-                and graph.is_out_channel_pruning_fn(dep.handler)
-            )
+        members = frozenset(
+            names[dep.target.module]
+            for dep, _ in group
+            if isinstance(dep.target.module, ConvBlock)
+            and not isinstance(dep.target.module, DepthwiseConvBlock)
+            and graph.is_out_channel_pruning_fn(dep.handler)
         )
+        if members:  # a group rooted at a depthwise conv cuts nothing else
+            traced.add(members)
     arch = arch_graph(model.arch)
-    assert traced == {frozenset(arch.group_of(path)) for path in arch.convs}
+    decided = [path for path, node in arch.convs.items() if not node.depthwise]
+    assert traced == {frozenset(arch.group_of(path)) for path in decided}
     assert any(len(group) > 1 for group in traced)
+
+
+def test_instance_norm_consumers_need_no_fold(pose):
+    """Behind 1x1 consumers with instance norm (tf-pose's backbone) a removed constant channel
+    is subtracted by the norm itself: the cut is exact with or without the fold."""
+    model = trained_model(pose, **MODEL_TYPES["mobilenet_v2_tfpose"])
+    # linear-bottleneck projections whose consumers are all 1x1 expansions
+    group = arch_graph(model.arch).group_of("backbone.expanded_conv_2.project")
+    assert len(group) == 2
+    for member in group:
+        zero_kernels(model, member)
+    x = images()
+    plan = plan_pruning(model, EXACT)
+    with torch.no_grad():
+        expected = model(x)[-1][0]
+        for compensate in (True, False):
+            got = apply_plan(model, plan, compensate=compensate)(x)[-1][0]
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_depthwise_convs_follow_the_channels_they_read(pose):
+    model = trained_model(pose, **MODEL_TYPES["mobilenet_v2"])
+    plan = plan_pruning(model, PruneSettings(threshold=0.5, granularity=1, min_num_filters=1))
+    graph = arch_graph(model.arch)
+    depthwise = [node for node in graph.convs.values() if node.depthwise]
+    assert len(depthwise) > 10
+    for node in depthwise:
+        layer = plan.layers[node.path]
+        assert layer.status == "depthwise"
+        expected, offset = [], 0
+        for producer in node.inputs:
+            expected += [offset + i for i in plan.layers[producer].kept]
+            offset += plan.layers[producer].width
+        assert layer.kept == tuple(expected), node.path
+    assert any(len(plan.layers[n.path].kept) < n.spec["out"] for n in depthwise)
+    pruned = apply_plan(model, plan)
+    for node in depthwise:
+        conv = dict(pruned.named_modules())[node.path]
+        assert (
+            conv.groups == conv.in_channels == conv.out_channels == len(plan.layers[node.path].kept)
+        )
 
 
 def test_coupled_convs_keep_the_same_channels(pose):

@@ -325,13 +325,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
             raise BpnetError("bpnet import --from tfpose takes no --layout (the graph says it all)")
         import_tfpose(args.model, args.output, force=args.force)
         return 0
-    from bpnet.convert.onnx_layout import import_onnx
-
     if args.layout is None:
         raise BpnetError(
             "bpnet import --from onnx needs --layout LAYOUT.yaml (which input and outputs the "
             "model has and their channel orders; see docs/IMPORT.md)"
         )
+    from bpnet.convert.onnx_layout import import_onnx
+
     import_onnx(args.model, args.layout, args.output, force=args.force)
     return 0
 

@@ -199,12 +199,16 @@ def upsample2x_tf1(x: Tensor) -> Tensor:
     """TF1's ``resize_bilinear`` x2 (``align_corners=False``, no half-pixel centres): output
     pixel 2i is input pixel i, 2i + 1 the mean of pixels i and i + 1 (the last one repeated).
 
+    Written as edge padding, a corner-aligned bilinear resize to 2n + 1 (output j samples
+    input j / 2 exactly) and a crop: ops that keep channels apart, as a pruner's trace and
+    an ONNX export need.
+
     Shapes: (B, C, h, w) -> (B, C, 2h, 2w).
     """
-    for dim in (2, 3):
-        following = torch.cat([x.narrow(dim, 1, x.shape[dim] - 1), x.narrow(dim, -1, 1)], dim)
-        x = torch.stack([x, (x + following) * 0.5], dim=dim + 1).flatten(dim, dim + 1)
-    return x
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    up = F.interpolate(padded, size=(2 * h + 1, 2 * w + 1), mode="bilinear", align_corners=True)
+    return up[..., : 2 * h, : 2 * w]
 
 
 class UpsampleConcat(nn.Module):

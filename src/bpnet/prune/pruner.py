@@ -341,6 +341,9 @@ def dependency_graph(model: PoseNet) -> tp.DependencyGraph:
             customized_pruners={
                 ConvBlock: _ConvBlockPruner(),
                 DepthwiseConvBlock: _DepthwiseBlockPruner(),
+                # traced as one layer: instance norm reshapes its input internally, which
+                # torch-pruning would otherwise read as a channel reshuffle
+                nn.InstanceNorm2d: tp_function.BatchnormPruner(),
             },
             verbose=False,
         )

@@ -1,0 +1,1 @@
+"""Bringing networks trained elsewhere into bpnet."""

@@ -15,7 +15,12 @@ from bpnet.config import load_inference_spec
 from bpnet.config.inference import InferenceSpec
 from bpnet.data.coco import build_records, load_coco_split
 from bpnet.decode import DecoderParams
-from bpnet.inference.pipeline import OracleSource, input_geometry, predict_people
+from bpnet.inference.pipeline import (
+    OracleSource,
+    full_resolution,
+    input_geometry,
+    predict_people,
+)
 from bpnet.pose import load_pose_config
 
 
@@ -56,6 +61,23 @@ def test_modes_set_the_network_input():
     assert fixed.size == (288, 384)
     multi = InferenceSpec(multi_scale_inference=True, scales=(0.5, 1.0, 2.0))
     assert [g.size[0] for g in input_geometry(640, 480, multi)] == [184, 368, 736]
+
+
+def test_input_sides_round_to_the_sources_multiple():
+    """A network that downsamples by 16 inside gets sides that are multiples of 16."""
+    default = InferenceSpec(input_shape=(360, 360))
+    [only] = input_geometry(640, 480, default, multiple=16)
+    # 360 / 16 = 22.5 rounds to the even 22 (Python's round), 352 x 4 / 3 = 469.3 -> 464
+    assert only.size == (352, 464)
+    [eight] = input_geometry(640, 480, default)
+    assert eight.size == (360, 480)  # the stride, 8, by default
+    strict = InferenceSpec(input_shape=(280, 376), keep_aspect_ratio_mode="pad_image_input")
+    [fixed] = input_geometry(480, 640, strict, multiple=32)
+    assert fixed.size == (288, 384)
+    [full] = full_resolution(641, 479, multiple=16)
+    assert full.size == (480, 656)
+    assert full_resolution(641, 479)[0].size == (480, 648)
+    assert OracleSource(load_pose_config()).input_multiple == 8
 
 
 def test_multi_scale_fusion_keeps_joints_in_place(coco_fixture):

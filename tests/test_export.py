@@ -102,6 +102,27 @@ def test_channels_last_export_is_nhwc_and_equal(tmp_path):
         np.testing.assert_allclose(g.transpose(0, 3, 1, 2), r, atol=1e-4, rtol=0)
 
 
+def test_export_records_the_input_multiple(tmp_path):
+    """A network whose inner layers need sides in multiples of 16 says so in its ONNX file,
+    and every runtime source rounds its inputs to it; files without the key read as 8."""
+    from bpnet.inference.torch_source import TorchSource
+
+    net = tiny_net()
+    assert export_onnx(net, tmp_path / "8.onnx", pose=POSE, train_spec=SPEC).size_multiple == 8
+    net.input_multiple = 16
+    assert TorchSource(net).input_multiple == 16
+    io_ = export_onnx(net, tmp_path / "16.onnx", pose=POSE, train_spec=SPEC)
+    loaded = load_model(tmp_path / "16.onnx")
+    assert io_.size_multiple == loaded.io.size_multiple == 16
+    assert loaded.source().input_multiple == 16
+    with pytest.raises(BpnetError, match=r"multiples of 16; use 64x96$"):
+        export_onnx(net, tmp_path / "bad.onnx", pose=POSE, train_spec=SPEC, size=(64, 88))
+    assert not (tmp_path / "bad.onnx").exists()
+    old = json.loads(io_.to_json())
+    del old["size_multiple"]  # a file written before the field existed
+    assert ModelIO.from_json(json.dumps(old), "old.onnx").size_multiple == 8
+
+
 def test_fp16_export_runs_and_is_close(tmp_path):
     net = tiny_net()
     export_onnx(net, tmp_path / "m.onnx", pose=POSE, train_spec=SPEC)

@@ -87,9 +87,9 @@ def evaluate(
         )
         seconds["read"] += time.perf_counter() - start
         if resolution == "full":
-            inputs = full_resolution(record.width, record.height)
+            inputs = full_resolution(record.width, record.height, source.input_multiple)
         else:
-            inputs = input_geometry(record.width, record.height, spec)
+            inputs = input_geometry(record.width, record.height, spec, source.input_multiple)
         people = predict_people(image, record, source, pose, params, inputs, seconds)
         keypoints = np.zeros((len(people), len(data.keypoint_names), 3), np.float32)
         keypoints[:, order] = people.to_dataset(pose)  # the file's own keypoint order

@@ -124,7 +124,8 @@ def export_onnx(
         path: the ``.onnx`` file to write (atomically).
         pose: the skeleton (stored in the file).
         train_spec: the training spec (normalisation; stored in the file).
-        size: fixed input (height, width), multiples of 8; None makes both dynamic.
+        size: fixed input (height, width), multiples of the model's ``input_multiple`` (its
+            stride, 8, unless it says otherwise); None makes both dynamic.
         channels_last: NHWC input and outputs instead of NCHW.
         sdk_compatible: write the deployable model (:class:`DeployableModel`) instead of the
             plain one (:class:`PlainExport`).
@@ -137,6 +138,14 @@ def export_onnx(
         The contract written into the file.
     """
     stride = int(getattr(model, "stride", 8))
+    # what the network's input sides must be multiples of (PoseNet says; else the stride)
+    multiple = int(getattr(model, "input_multiple", stride))
+    if size is not None and any(side % multiple for side in size):
+        fit = "x".join(str(max(multiple, round(side / multiple) * multiple)) for side in size)
+        raise BpnetError(
+            f"--input_dims {size[0]}x{size[1]}: this network needs input sides that are "
+            f"multiples of {multiple}; use {fit}"
+        )
     num_stages = _count_stages(model)
     layout = "NHWC" if channels_last else "NCHW"
     normalization = train_spec.dataloader.normalization_params
@@ -163,6 +172,7 @@ def export_onnx(
             paf_upsample=upsample,
             stride=stride,
             output_order=("pafs", "heatmaps"),
+            size_multiple=multiple,
         )
         dtype = torch.uint8 if sdk_input_dtype == "uint8" else torch.float32
     else:
@@ -181,10 +191,11 @@ def export_onnx(
             num_stages=num_stages,
             stride=stride,
             output_order=tuple(n for pair in zip(heat, paf, strict=True) for n in pair),
+            size_multiple=multiple,
         )
         dtype = torch.float32
     wrapper.eval()  # the exporter folds batch norm only in eval mode
-    height, width = size or TRACE_SIZE
+    height, width = size or _trace_size(multiple)
     shape = (1, height, width, 3) if channels_last else (1, 3, height, width)
     dummy = (
         torch.randint(0, 256, shape, dtype=torch.uint8).to(dtype)
@@ -198,6 +209,11 @@ def export_onnx(
     set_metadata(proto, io_, pose, train_spec, data_type="fp32", source=source)
     save_onnx(proto, path)
     return io_
+
+
+def _trace_size(multiple: int) -> tuple[int, int]:
+    """A trace size the network accepts: TRACE_SIZE rounded up to the input multiple."""
+    return tuple(-(-side // multiple) * multiple for side in TRACE_SIZE)
 
 
 def _count_stages(model: nn.Module) -> int:

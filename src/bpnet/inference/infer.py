@@ -160,9 +160,8 @@ def run_inference(
             image = read_image(path)
             height, width = image.shape[:2]
             record = _record(path, image_id, width, height, pose.num_joints)
-            people = predict_people(
-                image, record, source_, pose, params, input_geometry(width, height, spec)
-            )
+            geometry = input_geometry(width, height, spec, source_.input_multiple)
+            people = predict_people(image, record, source_, pose, params, geometry)
             keypoints = people.to_dataset(pose)  # (N, K, 3) x, y, score in dataset order
             records = detections_for_image(image_id, keypoints, people.scores, CATEGORY_ID)
             detections += [{**r, "file_name": path.name} for r in records]

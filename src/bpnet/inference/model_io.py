@@ -60,6 +60,9 @@ class ModelIO:
             half-pixel centres, as ``torch.nn.functional.interpolate``); 1 for none.
         stride: input pixels per heatmap cell.
         output_order: output names in the graph's order.
+        size_multiple: input height and width must be multiples of it (the stride for bpnet's
+            own networks; 16 or 32 for imported networks that downsample further inside).
+            Files written before this field existed read as 8.
     """
 
     input_name: str
@@ -74,6 +77,7 @@ class ModelIO:
     paf_upsample: int = 1
     stride: int = 8
     output_order: tuple[str, ...] = ()
+    size_multiple: int = 8
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -230,6 +234,7 @@ class ExportedSource:
         self.normalization = normalization
         self.stage = stage
         self.stride = io.stride
+        self.input_multiple = io.size_multiple
         io.stage_index(stage)  # fail now for a stage the model does not output
 
     def __call__(self, image: np.ndarray | None, record, geometry) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ class ScaledInput:
     """One network input made from an image.
 
     Attributes:
-        size: (height, width) in pixels, multiples of the stride.
+        size: (height, width) in pixels, multiples of the source's ``input_multiple``.
         matrix: (2, 3) map from original image pixels to input pixels.
     """
 
@@ -41,6 +41,7 @@ class MapSource(Protocol):
     """Anything that turns one network input into maps on its stride grid."""
 
     stride: int
+    input_multiple: int  # input sides must be multiples of it (the stride, or 16, 32, ...)
     needs_image: bool  # False lets the evaluation skip reading and decoding image files
 
     def __call__(
@@ -56,36 +57,48 @@ class MapSource(Protocol):
         ...
 
 
-def _round_to_stride(value: float) -> int:
-    return max(STRIDE, round(value / STRIDE) * STRIDE)
+def _round_to_multiple(value: float, multiple: int) -> int:
+    return max(multiple, round(value / multiple) * multiple)
 
 
-def input_geometry(width: int, height: int, spec: InferenceSpec) -> list[ScaledInput]:
+def input_geometry(
+    width: int, height: int, spec: InferenceSpec, multiple: int = STRIDE
+) -> list[ScaledInput]:
     """The network inputs an image is evaluated at, one per scale.
 
     ``adjust_network_input`` (default): input height = ``input_shape[0]`` x scale, width
-    follows the image's aspect ratio, both rounded to a multiple of 8. ``pad_image_input``
-    (strict): the input is ``input_shape`` x scale and the image is resized to fit and padded
-    right and bottom. ``multi_scale_inference`` uses every factor of ``scales``; otherwise 1.
+    follows the image's aspect ratio, both rounded to a multiple of ``multiple``.
+    ``pad_image_input`` (strict): the input is ``input_shape`` x scale (each side rounded the
+    same way) and the image is resized to fit and padded right and bottom.
+    ``multi_scale_inference`` uses every factor of ``scales``; otherwise 1.
+
+    Args:
+        width: image width in pixels.
+        height: image height in pixels.
+        spec: input shape, aspect-ratio mode and scales.
+        multiple: what every input side must be a multiple of: the map source's
+            ``input_multiple`` (the stride, 8, for bpnet's own networks; 16 or 32 for
+            networks whose inner layers downsample further).
     """
     scales = spec.scales if spec.multi_scale_inference else (1.0,)
     out = []
     for scale in scales:
         if spec.keep_aspect_ratio_mode == "pad_image_input":
             size = (
-                _round_to_stride(spec.input_shape[0] * scale),
-                _round_to_stride(spec.input_shape[1] * scale),
+                _round_to_multiple(spec.input_shape[0] * scale, multiple),
+                _round_to_multiple(spec.input_shape[1] * scale, multiple),
             )
         else:
-            in_height = _round_to_stride(spec.input_shape[0] * scale)
-            size = (in_height, _round_to_stride(in_height * width / height))
+            in_height = _round_to_multiple(spec.input_shape[0] * scale, multiple)
+            size = (in_height, _round_to_multiple(in_height * width / height, multiple))
         out.append(ScaledInput(size, letterbox_matrix(width, height, size)))
     return out
 
 
-def full_resolution(width: int, height: int) -> list[ScaledInput]:
-    """The image itself as the input (padded right and bottom to a multiple of the stride)."""
-    size = (-(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE)
+def full_resolution(width: int, height: int, multiple: int = STRIDE) -> list[ScaledInput]:
+    """The image itself as the input, padded right and bottom to a multiple of ``multiple``
+    (the map source's ``input_multiple``; see :func:`input_geometry`)."""
+    size = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
     return [ScaledInput(size, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))]
 
 
@@ -105,6 +118,7 @@ class OracleSource:
         self.sigma = sigma
         self.paf_width = paf_width
         self.stride = STRIDE
+        self.input_multiple = STRIDE
 
     def __call__(
         self, image: np.ndarray | None, record: ImageRecord, geometry: ScaledInput

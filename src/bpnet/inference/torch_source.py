@@ -45,6 +45,8 @@ class TorchSource:
         normalization = normalization or NormalizationParams()
         self.model = model
         self.stride = int(getattr(model, "stride", 8))
+        # what input sides must be multiples of (PoseNet says; the stride for other modules)
+        self.input_multiple = int(getattr(model, "input_multiple", self.stride))
         self.stage = stage
         self.autocast_bf16 = autocast_bf16
         self.device = torch.device(device)

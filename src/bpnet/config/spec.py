@@ -79,6 +79,9 @@ class DatasetConfig:
     min_acceptable_interperson_dist_ratio: float = 0.3
     max_people: int = 40  # people per sample kept for targets (padding size of a batch)
     use_images_without_people: bool = False  # add each person-free image once, as a negative
+    # a folder of pictures without labels added to training (whole-image samples; only a
+    # teacher_model's maps teach on them): video frames, backgrounds, a user's photos
+    unlabelled_images: str | None = None
 
     def __post_init__(self):
         _require(self.min_acceptable_kpts >= 0, "min_acceptable_kpts", "must be >= 0")
@@ -242,6 +245,8 @@ class ModelConfig:
     # batch norm after every stage conv but the outputs: not in TAO's or CMU's networks (they
     # start from ImageNet weights); needed to train from scratch in a CPU budget
     stage_batch_norm: bool = False
+    # batch norms keep their stored statistics while training (fine-tuning with small batches)
+    freeze_bn: bool = False
     data_format: Literal["channels_first", "channels_last"] = "channels_last"
     use_bias: bool = True
     regularization_type: Literal["l1", "l2", "l1_l2", "none"] = "l1"
@@ -332,8 +337,14 @@ class LossConfig:
     focal_beta: float = 0.01  # focal L2: floor on the target to stay near ordinary L2
     heatmap_weight: float = 1.0
     paf_weight: float = 1.0
+    # with a teacher_model: loss = label_weight * (loss on the labels) + teacher_weight * (the
+    # same loss against the teacher's last-stage maps, every stage, every pixel)
+    label_weight: float = 1.0
+    teacher_weight: float = 1.0
 
     def __post_init__(self):
+        _require(self.label_weight >= 0, "label_weight", "must be >= 0")
+        _require(self.teacher_weight >= 0, "teacher_weight", "must be >= 0")
         _require(self.focal_alpha >= 0, "focal_alpha", "must be >= 0 (0 is ordinary L2)")
         _require(self.focal_beta >= 0, "focal_beta", "must be >= 0")
         _require(self.heatmap_weight >= 0, "heatmap_weight", "must be >= 0")
@@ -354,6 +365,9 @@ class ExperimentSpec:
     log_tensorboard: bool = False
     pretrained_weights: str | None = None
     load_graph: bool = False
+    # distillation: a .pth whose last-stage maps are targets for every stage of the trained
+    # network (retrain a pruned network without the original labels); loss.teacher_weight
+    teacher_model: str | None = None
     # inference spec YAML for the validation runs (decoder settings, input size); None: TAO's
     # defaults with input_shape = the training image_dims
     inference_spec: str | None = None

@@ -419,6 +419,8 @@ class ImageRecord:
             annotation has none): regions that always count in the loss.
         ignore: segmentations of crowd regions, people without keypoints and people beyond
             ``max_people``: masked out of the loss unless a kept region covers them.
+        labelled: False for a picture without annotations (:func:`unlabelled_records`): no
+            pixel of it counts in the loss on labels.
     """
 
     image_id: int
@@ -433,6 +435,7 @@ class ImageRecord:
     main_people: np.ndarray
     keep: tuple
     ignore: tuple
+    labelled: bool = True
 
     @property
     def path(self) -> Path:

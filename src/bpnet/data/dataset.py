@@ -41,6 +41,7 @@ from bpnet.data.transforms import (
     warp_mask,
 )
 from bpnet.errors import DatasetError
+from bpnet.io import image_files
 from bpnet.pose import PoseConfig
 
 # EXIF rotation is ignored: COCO annotations refer to the stored pixel grid, and width/height
@@ -78,6 +79,49 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
             f"says {size[1]}x{size[0]}; fix its width/height entry or the file"
         )
     return image
+
+
+def unlabelled_records(folder: str | os.PathLike, num_joints: int) -> list[ImageRecord]:
+    """Records of the pictures in a folder that has no annotations (``unlabelled_images``).
+
+    Each image is read once for its size. Image ids are negative (-1, -2, ... by file name),
+    apart from any COCO id.
+
+    Raises:
+        DatasetError: the folder is missing or holds no image, or an image is unreadable.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{folder}: unlabelled_images folder not found; fix "
+            "dataloader.dataset_config.unlabelled_images"
+        )
+    files = image_files(folder)
+    if not files:
+        raise DatasetError(
+            f"{folder}: no .jpg / .png / .bmp images in the unlabelled_images folder"
+        )
+    records = []
+    for index, path in enumerate(files, start=1):
+        height, width = read_image(path).shape[:2]
+        records.append(
+            ImageRecord(
+                image_id=-index,
+                image_dir=folder,
+                file_name=path.name,
+                width=width,
+                height=height,
+                keypoints=np.zeros((0, num_joints, 3), np.float32),
+                boxes=np.zeros((0, 4), np.float32),
+                num_keypoints=np.zeros(0, np.int64),
+                annotation_ids=np.zeros(0, np.int64),
+                main_people=np.zeros(0, np.int64),
+                keep=(),
+                ignore=(),
+                labelled=False,
+            )
+        )
+    return records
 
 
 class CocoPoseDataset(Dataset):
@@ -143,7 +187,9 @@ class CocoPoseDataset(Dataset):
         centred = self.augmentation.spatial_augmentation_mode == "person_centric"
         samples = []
         for r, record in enumerate(self.records):
-            if len(record.main_people) == 0:
+            if not record.labelled:  # asked for by name: always a (whole-image) sample
+                samples.append((r, -1))
+            elif len(record.main_people) == 0:
                 if use_images_without_people:
                     samples.append((r, -1))
             elif centred:
@@ -168,7 +214,9 @@ class CocoPoseDataset(Dataset):
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         if self.train:
             image = color_jitter(image, self.augmentation.color_aug_params, rng)
-        if record.ignore:
+        if not record.labelled:  # nothing here counts in the loss on labels
+            mask = np.zeros(self.size, np.uint8)
+        elif record.ignore:
             mask = warp_mask(record_mask(record), matrix, self.size)
         else:  # nothing to ignore, and the warp border counts too
             mask = np.ones(self.size, np.uint8)
@@ -293,16 +341,20 @@ def build_dataset(
     config = spec.dataloader
     data_config = config.dataset_config
     root = root if root is not None else data_config.root_data_path
-    if root is None:
+    extra = data_config.unlabelled_images if train else None
+    if root is None and extra is None:
         raise DatasetError(
             "no dataset root: pass one (bpnet ... -d ROOT) or set "
             "dataloader.dataset_config.root_data_path in the spec"
         )
     split = split or (data_config.train_split if train else data_config.val_split)
     pose = pose or resolve_pose_config(config)
-    records = build_records(
-        load_coco_split(root, split, check_images=check_images), pose, data_config
-    )
+    records = []
+    if root is not None:
+        split_data = load_coco_split(root, split, check_images=check_images)
+        records = build_records(split_data, pose, data_config)
+    if extra is not None:
+        records += unlabelled_records(extra, pose.num_joints)
     dims = config.image_config.image_dims
     return CocoPoseDataset(
         records,

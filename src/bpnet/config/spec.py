@@ -69,7 +69,8 @@ class DatasetConfig:
     """
 
     root_data_path: str | None = None
-    train_split: str = "train2017"
+    # null: no labelled training split (only unlabelled_images, taught by a teacher_model)
+    train_split: str | None = "train2017"
     val_split: str = "val2017"
     min_acceptable_kpts: int = 5
     min_acceptable_width: float = 32.0  # pixels of the person's box
@@ -93,6 +94,11 @@ class DatasetConfig:
             "must be >= 0",
         )
         _require(self.max_people >= 1, "max_people", "must be >= 1")
+        _require(
+            self.train_split is not None or self.unlabelled_images is not None,
+            "train_split",
+            "is null, so training needs unlabelled_images (a folder of pictures)",
+        )
 
 
 @dataclass(frozen=True)

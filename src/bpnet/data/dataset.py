@@ -350,7 +350,7 @@ def build_dataset(
     split = split or (data_config.train_split if train else data_config.val_split)
     pose = pose or resolve_pose_config(config)
     records = []
-    if root is not None:
+    if root is not None and split is not None:
         split_data = load_coco_split(root, split, check_images=check_images)
         records = build_records(split_data, pose, data_config)
     if extra is not None:

@@ -588,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(per-channel int8 weights, uint8 activations) calibrated on --batches x "
         "--batch_size images of --cal_image_dir pre-processed like strict-mode inference; "
         "writes the reusable --cal_data_file, the TensorRT-format --cal_cache_file and the "
-        "FP32 model the cache belongs to (OUT.fp32.onnx). --engine_file builds a TensorRT "
+        "FP32 model the cache belongs to (OUT.fp32.onnx); nodes that INT8 alone degrades "
+        "far more than the median node stay FP32 (--sensitivity). --engine_file builds a TensorRT "
         "engine (needs tensorrt and a GPU). TAO's option names; see docs/EXPORT.md.",
     )
     export.add_argument("-m", "--model", type=Path, required=True, help=".pth checkpoint")

@@ -135,8 +135,8 @@ class SensitivityReport:
             )
         if self.sqnr_int8_db is not None:
             lines.append(
-                f"INT8 output SQNR vs FP32 on {self.batches} calibration batch(es): all layers "
-                f"{self.sqnr_int8_db:.1f} dB, with the FP32 nodes {self.sqnr_kept_db:.1f} dB"
+                f"INT8 output SQNR vs FP32 on {self.batches} calibration batch(es): every node "
+                f"INT8 {self.sqnr_int8_db:.1f} dB, with the FP32 nodes {self.sqnr_kept_db:.1f} dB"
             )
         return lines
 

@@ -18,6 +18,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Sequence
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,12 @@ def quantize_int8(
     }
     reader.rewind()
     first = reader.get_next()
+    cache = {}
+    # calibration_cache_path is recent (ONNX Runtime 1.32 has it); without it every call
+    # calibrates its one batch again, only slower
+    has_cache = "calibration_cache_path" in signature(quantize_static).parameters
+    if range_cache is not None and has_cache:
+        cache["calibration_cache_path"] = str(range_cache)
     previous = logging.root.manager.disable
     # quantize_static logs "consider pre-processing" warnings: the exported graph already has
     # batch norm folded and shapes inferred
@@ -188,7 +195,7 @@ def quantize_int8(
             _OneBatch(first),
             nodes_to_quantize=list(nodes_to_quantize or []),
             nodes_to_exclude=list(nodes_to_exclude),
-            calibration_cache_path=range_cache,
+            **cache,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=reduce_range,

@@ -23,6 +23,7 @@ from bpnet.export import ExportOptions, run_export
 from bpnet.export.calibration import letterbox_rgb, sample_calibration_images
 from bpnet.export.int8 import TensorfileReader, calibrate_ranges
 from bpnet.export.onnx_export import convert_fp16, export_onnx
+from bpnet.export.sensitivity import quantized_op_types
 from bpnet.export.tensorfile import read_tensorfile, write_tensorfile
 from bpnet.export.trt_cache import cache_text, parse_cache, read_cache
 from bpnet.inference.infer import find_inputs
@@ -212,6 +213,54 @@ def test_int8_is_qdq_with_uint8_activations_and_per_channel_weights(int8_export)
     assert read_onnx_metadata(folder / "m.onnx")["bpnet.data_type"] == "int8"
     assert set(result["files"]) == {"onnx", "fp32_onnx", "cal_cache_file", "cal_data_file"}
     assert result["max_abs_diff"] < 0.1  # quantized, yet the same maps
+
+
+def test_int8_export_reports_the_nodes_it_kept_in_fp32(int8_export):
+    """The sensitivity pass ran (on by default): its report is returned and stored in the
+    model, and the nodes it names really are FP32 (float weights, no integer kernel)."""
+    result, folder = int8_export
+    report = result["int8_report"]
+    metadata = read_onnx_metadata(folder / "m.onnx")
+    assert metadata["bpnet.int8_fp32_nodes"] == ",".join(report.kept_fp32)
+    summary = json.loads(metadata["bpnet.int8_sensitivity"])
+    fp32 = onnx.load(str(folder / "m.fp32.onnx"))
+    ops = quantized_op_types()
+    measured = [n.name for n in fp32.graph.node if n.op_type in ops]
+    assert [layer["name"] for layer in summary["layers"]] == measured
+    assert {n.op_type for n in fp32.graph.node if n.name in measured} >= {"Conv", "Concat"}
+    assert "Relu" not in ops  # folded into the conv before it
+    assert summary["margin_db"] == 10.0 and summary["cutoff_db"] <= 40.0
+    assert [k["name"] for k in summary["kept_fp32"]] == list(report.kept_fp32)
+    assert all(
+        layer["sqnr_db"] < summary["cutoff_db"] or layer["name"] not in report.kept_fp32
+        for layer in summary["layers"]
+    )
+    assert summary["sqnr_kept_db"] >= summary["sqnr_int8_db"] - 1.0
+    quantized = onnx.load(str(folder / "m.onnx"))
+    made_by = {out: node.op_type for node in quantized.graph.node for out in node.output}
+    for node in quantized.graph.node:
+        if node.op_type == "Conv":
+            assert (made_by.get(node.input[1]) == "DequantizeLinear") == (
+                node.name not in report.kept_fp32
+            ), node.name
+
+
+def test_keep_fp32_by_hand_is_printed_and_checked(checkpoint, tmp_path, capsys):
+    images = image_folder(tmp_path / "cal", 2)
+    argv = ["export", "-m", str(checkpoint), "--data_type", "int8", "--cal_image_dir",
+            str(images), "--batches", "2", "-d", "64,96,3", "--sensitivity", "off"]  # fmt: skip
+    name = "/model/backbone/conv1_1/Conv"
+    out = tmp_path / "m.onnx"
+    assert main([*argv, "-o", str(out), "--keep_fp32", f"{name}, /model/stages.0/Nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--keep_fp32 /model/stages.0/Nope: no node" in err
+    assert list(tmp_path.glob("m.*")) == []
+    assert main([*argv, "-o", str(out), "--keep_fp32", name]) == 0
+    printed = capsys.readouterr().out
+    assert "INT8: 1 node(s) kept in FP32 (1 conv)" in printed
+    assert f"  {name} (conv): named by --keep_fp32" in printed
+    assert "sensitivity node" not in printed  # the pass did not run
+    assert read_onnx_metadata(out)["bpnet.int8_fp32_nodes"] == name
 
 
 def two_image_int8(checkpoint: Path, tmp_path: Path, output: Path, **paths) -> ExportOptions:

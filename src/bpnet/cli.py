@@ -262,6 +262,11 @@ def _dims(text: str) -> tuple[int, int]:
     raise argparse.ArgumentTypeError(f"expected H,W,3 or 3,H,W (e.g. 288,384,3), got {text!r}")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``--keep_fp32`` NODE,NODE,... -> the names (empty items dropped)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from bpnet.export import ExportOptions, run_export
 
@@ -273,7 +278,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         input_dims=args.input_dims, data_format=args.data_format,
         sdk_compatible=args.sdk_compatible_model, upsample_ratio=args.upsample_ratio,
         sdk_input_dtype=args.sdk_input_dtype, cal_method=args.cal_method,
-        reduce_range=args.reduce_range, max_batch_size=args.max_batch_size, force=args.force,
+        reduce_range=args.reduce_range, sensitivity=args.sensitivity,
+        sensitivity_margin=args.sensitivity_margin, keep_fp32=args.keep_fp32,
+        max_batch_size=args.max_batch_size, force=args.force,
     )  # fmt: skip
     result = run_export(options)
     io_ = result["io"]
@@ -628,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(per-channel int8 weights, uint8 activations) calibrated on --batches x "
         "--batch_size images of --cal_image_dir pre-processed like strict-mode inference; "
         "writes the reusable --cal_data_file, the TensorRT-format --cal_cache_file and the "
-        "FP32 model the cache belongs to (OUT.fp32.onnx). --engine_file builds a TensorRT "
+        "FP32 model the cache belongs to (OUT.fp32.onnx); nodes that INT8 alone degrades "
+        "far more than the median node stay FP32 (--sensitivity). --engine_file builds a TensorRT "
         "engine (needs tensorrt and a GPU). TAO's option names; see docs/EXPORT.md.",
     )
     export.add_argument("-m", "--model", type=Path, required=True, help=".pth checkpoint")
@@ -695,6 +703,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--reduce_range", action="store_true",
         help="7-bit INT8 weights (for CPUs whose int8 kernels saturate; see docs/EXPORT.md)",
+    )  # fmt: skip
+    export.add_argument(
+        "--sensitivity", choices=("auto", "off"), default="auto",
+        help="INT8: auto quantizes each node alone on the calibration images and keeps in FP32 "
+        "those that cost the outputs --sensitivity_margin dB of SQNR more than the median "
+        "node (default auto)",
+    )  # fmt: skip
+    export.add_argument(
+        "--sensitivity_margin", type=float, default=10.0, metavar="DB",
+        help="INT8, --sensitivity auto: a node whose output SQNR quantized alone is more than "
+        "DB below the median node's (and below 40 dB) stays FP32 (default 10)",
+    )  # fmt: skip
+    export.add_argument(
+        "--keep_fp32", type=_names, default=(), metavar="NODE,...",
+        help="INT8: ONNX node names (of OUT.fp32.onnx) to leave in FP32, comma-separated",
     )  # fmt: skip
     export.add_argument(
         "--max_batch_size", type=int, default=1, help="largest batch of a TensorRT engine (1)"

@@ -27,6 +27,12 @@ from bpnet.export.int8 import (
     quantize_int8,
 )
 from bpnet.export.onnx_export import convert_fp16, export_onnx, save_onnx
+from bpnet.export.sensitivity import (
+    DEFAULT_MARGIN_DB,
+    SENSITIVITY_MODES,
+    find_sensitive_layers,
+    manual_report,
+)
 from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
 from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, torch_input
@@ -58,6 +64,11 @@ class ExportOptions:
         sdk_input_dtype: the deployable model's input type (``uint8`` or ``float32``).
         cal_method: ``minmax``, ``entropy`` or ``percentile``.
         reduce_range: 7-bit INT8 weights (for CPUs that saturate; see docs/EXPORT.md).
+        sensitivity: ``auto`` keeps in FP32 the nodes whose quantization alone costs the
+            outputs more than ``sensitivity_margin`` dB of SQNR beyond the median node's
+            (:mod:`bpnet.export.sensitivity`); ``off`` quantizes every node but ``keep_fp32``.
+        sensitivity_margin: the ``auto`` rule's margin, in dB.
+        keep_fp32: ONNX node names left in FP32 whatever the pass says.
         max_batch_size: the largest batch a TensorRT engine accepts.
         force: overwrite existing outputs (and rebuild an existing ``cal_data_file`` when
             ``cal_image_dir`` is given).
@@ -80,6 +91,9 @@ class ExportOptions:
     sdk_input_dtype: Literal["uint8", "float32"] = "uint8"
     cal_method: str = DEFAULT_CALIBRATION_METHOD
     reduce_range: bool = False
+    sensitivity: Literal["auto", "off"] = "auto"
+    sensitivity_margin: float = DEFAULT_MARGIN_DB
+    keep_fp32: tuple[str, ...] = ()
     max_batch_size: int = 1
     force: bool = False
 
@@ -97,8 +111,10 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
     """Export a checkpoint as the options say; return what was written.
 
     Returns:
-        ``{"files": {...}, "io": ModelIO, "max_abs_diff": float}`` where ``max_abs_diff``
-        compares the written ONNX model with PyTorch on one calibration-like input.
+        ``{"files": {...}, "io": ModelIO, "max_abs_diff": float, "int8_report": ...}`` where
+        ``max_abs_diff`` compares the written ONNX model with PyTorch on one calibration-like
+        input and ``int8_report`` is the INT8 sensitivity
+        :class:`~bpnet.export.sensitivity.SensitivityReport` (None for FP32 / FP16).
 
     Raises:
         BpnetError: bad options, existing outputs without ``force``, too few calibration
@@ -126,6 +142,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
             return staged[role][0]
 
         fp32 = Path(tmp) / "model.fp32.onnx"
+        int8_report = None
         io_ = export_onnx(
             loaded.model,
             fp32,
@@ -158,7 +175,23 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
             )
             ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=_progress(say))
             write_cache(stage("cal_cache_file", options.cache_path), ranges, plan["trt_version"])
-            quantize_int8(fp32, onnx_out, ranges, reader, reduce_range=options.reduce_range)
+            if options.sensitivity == "auto":
+                say("INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
+                    f"{options.sensitivity_margin:g} dB below the median node's)")  # fmt: skip
+                int8_report = find_sensitive_layers(
+                    fp32, reader, ranges, margin_db=options.sensitivity_margin,
+                    keep_fp32=options.keep_fp32, reduce_range=options.reduce_range,
+                    channel_axis=-1 if io_.layout == "NHWC" else 1,
+                    progress=_progress(say, "sensitivity node"),
+                )  # fmt: skip
+            else:
+                int8_report = manual_report(fp32, options.keep_fp32)
+            for line in int8_report.lines():
+                say(line)
+            quantize_int8(
+                fp32, onnx_out, ranges, reader, reduce_range=options.reduce_range,
+                nodes_to_exclude=int8_report.kept_fp32, metadata=int8_report.metadata(),
+            )  # fmt: skip
             shutil.copyfile(fp32, stage("fp32_onnx", options.fp32_sibling))
         diff = _compare_with_torch(loaded.model, onnx_out, io_, loaded.train_spec)
         if options.engine_file is not None:
@@ -186,11 +219,12 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         files = {role: str(final) for role, (_, final) in staged.items()}
     if options.data_type == "int8" and options.cal_data_file is not None:
         files.setdefault("cal_data_file", str(options.cal_data_file))  # reused as it was
-    return {"files": files, "io": io_, "max_abs_diff": diff}
+    return {"files": files, "io": io_, "max_abs_diff": diff, "int8_report": int8_report}
 
 
 _INT8_ONLY = ("cal_image_dir", "cal_cache_file", "cal_data_file", "batches", "batch_size",
-              "cal_method", "reduce_range")  # fmt: skip
+              "cal_method", "reduce_range", "sensitivity", "sensitivity_margin",
+              "keep_fp32")  # fmt: skip
 _DEPLOYABLE_ONLY = ("upsample_ratio", "sdk_input_dtype")
 
 
@@ -220,6 +254,8 @@ def _check(options: ExportOptions) -> dict:
         raise BpnetError(
             f"--cal_method {options.cal_method}: use one of {', '.join(CALIBRATION_METHODS)}"
         )
+    if options.sensitivity not in SENSITIVITY_MODES:
+        raise BpnetError(f"--sensitivity {options.sensitivity}: use auto or off")
     if options.input_dims is not None:
         for side, name in zip(options.input_dims, ("height", "width"), strict=True):
             if side <= 0 or side % STRIDE:
@@ -307,10 +343,10 @@ def _build_tensorfile(
     return read_tensorfile(path)
 
 
-def _progress(say: Callable[[str], None]) -> Callable[[int, int], None]:
+def _progress(say: Callable[[str], None], what: str = "calibration batch"):
     def report(done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
-            say(f"  calibration batch {done}/{total}")
+            say(f"  {what} {done}/{total}")
 
     return report
 

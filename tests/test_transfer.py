@@ -9,7 +9,7 @@ import yaml
 
 from bpnet.config import load_experiment_spec
 from bpnet.convert.tfpose import import_tfpose
-from bpnet.errors import SpecError
+from bpnet.errors import DatasetError, SpecError
 from bpnet.inference.runtime import load_model
 from bpnet.pose import load_pose_config
 from bpnet.pose.skeleton import load_pose_config as load_pose_file
@@ -18,7 +18,8 @@ from bpnet.train import trainer
 from bpnet.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "tests" / "data" / "photos"
+PHOTOS = REPO / "tests" / "data" / "coco_photos" / "val"
+PICTURES_ONLY = {"train_split": None, "unlabelled_images": str(PHOTOS)}
 RAW_PIXELS = {"image_scale": [1.0, 1.0, 1.0], "image_offset": [0.0, 0.0, 0.0]}
 MOBILENET = {"architecture": "mobilenet_v2", "mtype": "tfpose", "width_multiplier": 0.5}
 TFPOSE_MODEL = {
@@ -74,7 +75,14 @@ def test_fine_tuning_onto_another_skeleton_keeps_the_body(imported, five_joint_c
     pose = load_pose_file(five_joint_config)
     said = []
     model, _ = trainer.build_training_model(spec, pose, None, said.append)
-    assert "5 tensors" not in said[0] and "start from random values" in said[0]
+    # the outputs, and every conv reading the maps: stage t >= 2's first depthwise conv and
+    # the pointwise conv after it, per branch
+    fresh = {k.rsplit(".", 1)[0].removesuffix(".bn") for k in trainer._skeleton_tensors(model)}
+    expected = {f"stage{s}.{b}.out" for s in range(1, 7) for b in ("heatmap", "paf")}
+    expected |= {f"stage{s}.{b}.conv1_{k}" for s in range(2, 7) for b in ("heatmap", "paf")
+                 for k in ("dw", "pw")}  # fmt: skip
+    assert fresh == expected
+    assert f"{len(trainer._skeleton_tensors(model))} tensors" in said[0]
     teacher = load_model(imported).model.state_dict()
     own = model.state_dict()
     torch.testing.assert_close(own["backbone.conv.weight"], teacher["backbone.conv.weight"])
@@ -97,7 +105,7 @@ def test_frozen_batch_norm_statistics_stay(imported, tmp_path):
     spec = spec_file(
         tmp_path / "s.yaml",
         pretrained_weights=str(imported),
-        dataloader={"dataset_config": {"unlabelled_images": str(PHOTOS)}},
+        dataloader={"dataset_config": PICTURES_ONLY},
         teacher_model=str(imported),
         loss={"label_weight": 0.0},
         model={**TFPOSE_MODEL, "freeze_bn": True},
@@ -128,7 +136,7 @@ def test_distillation_on_pictures_without_labels(imported, tmp_path):
             load_graph=True,
             teacher_model=str(imported),
             dataloader={
-                "dataset_config": {"unlabelled_images": str(PHOTOS)},
+                "dataset_config": PICTURES_ONLY,
                 # the same two letterboxed pictures every epoch: the losses are comparable
                 "augmentation_config": {"spatial_augmentation_mode": "none"},
             },
@@ -148,7 +156,7 @@ def test_distillation_on_pictures_without_labels(imported, tmp_path):
 
 def test_teacher_mistakes_are_one_line(imported, five_joint_config, tmp_path):
     five = {"pose_config": {"pose_config_path": str(five_joint_config)}}
-    common = {"dataloader": {"dataset_config": {"unlabelled_images": str(PHOTOS)}}}
+    common = {"dataloader": {"dataset_config": PICTURES_ONLY}}
     spec = spec_file(
         tmp_path / "s.yaml",
         teacher_model=str(imported),
@@ -157,10 +165,30 @@ def test_teacher_mistakes_are_one_line(imported, five_joint_config, tmp_path):
     with pytest.raises(SpecError, match="a teacher must have the same skeleton"):
         trainer.train(load_experiment_spec(spec), tmp_path / "a")
     spec = spec_file(tmp_path / "t.yaml", loss={"label_weight": 0.0}, **common)
-    with pytest.raises(SpecError, match="nothing to learn from"):
+    with pytest.raises(SpecError, match="only a teacher_model can teach on it"):
         trainer.train(load_experiment_spec(spec), tmp_path / "b")
     spec = spec_file(
         tmp_path / "u.yaml", teacher_model=str(imported), validation_every_n_epoch=1, **common
     )
-    with pytest.raises(Exception, match="validation needs a labelled dataset"):
+    with pytest.raises(DatasetError, match="validation needs a labelled dataset"):
         trainer.train(load_experiment_spec(spec), tmp_path / "c")
+    labelled_split = {"dataset_config": {"unlabelled_images": str(PHOTOS)}}  # train2017, no root
+    spec = spec_file(tmp_path / "v.yaml", teacher_model=str(imported), dataloader=labelled_split)
+    with pytest.raises(DatasetError, match=r"needs a dataset root .*train_split: null"):
+        trainer.train(load_experiment_spec(spec), tmp_path / "d")
+    odd_size = {"image_config": {"image_dims": {"height": 72, "width": 64}}}
+    spec = spec_file(
+        tmp_path / "w.yaml", teacher_model=str(imported),
+        dataloader={**common["dataloader"], **odd_size},
+    )  # fmt: skip
+    with pytest.raises(SpecError, match="multiples of 16; use 64x64"):
+        trainer.train(load_experiment_spec(spec), tmp_path / "e")
+    spec = spec_file(tmp_path / "x.yaml", model={**TFPOSE_MODEL, "freeze_bn": True}, **common)
+    raw = yaml.safe_load(spec.read_text())
+    raw["teacher_model"] = str(imported)
+    spec.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="freeze_bn keeps stored batch-norm statistics"):
+        trainer.train(load_experiment_spec(spec), tmp_path / "f")
+    assert not any(
+        (tmp_path / name).glob("*.pth") for name in "abcdef" if (tmp_path / name).exists()
+    )

@@ -351,7 +351,7 @@ def _add_import_parser(commands) -> None:
         "estimation's frozen MobileNetV2 graph (graph_opt.pb, no TensorFlow needed) and writes "
         "a bpnet checkpoint (.pth) that evaluate, inference, export, prune and train take; "
         "--from onnx reads any OpenPose-family ONNX model with a layout file and writes a "
-        "bpnet-readable ONNX model (evaluate, inference, INT8 export, bench). docs/IMPORT.md.",
+        "bpnet-readable ONNX model (evaluate, inference). docs/IMPORT.md.",
     )
     parser.add_argument(
         "--from", dest="source", choices=("tfpose", "onnx"), required=True,

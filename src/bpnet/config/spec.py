@@ -253,6 +253,9 @@ class ModelConfig:
     stage_batch_norm: bool = False
     # batch norms keep their stored statistics while training (fine-tuning with small batches)
     freeze_bn: bool = False
+    # ImageNet backbone weights: a torchvision-layout state dict of vgg19_bn, resnet18 or
+    # mobilenet_v2 (bpnet.models.pretrained_backbone); used when training starts from scratch
+    pretrained_backbone: str | None = None
     data_format: Literal["channels_first", "channels_last"] = "channels_last"
     use_bias: bool = True
     regularization_type: Literal["l1", "l2", "l1_l2", "none"] = "l1"

@@ -90,8 +90,8 @@ class _Graph:
         if not any(name.startswith(_BACKBONE + "/") for name in self.nodes):
             raise BpnetError(
                 f"{path}: no {_BACKBONE}/ nodes; bpnet imports tf-pose's MobileNetV2 graphs "
-                "(mobilenet_v2_small, mobilenet_v2_large); for another network export it to "
-                "ONNX and use bpnet import --from onnx with a layout file"
+                "(tested on mobilenet_v2_small); for another network export it to ONNX and use "
+                "bpnet import --from onnx with a layout file"
             )
 
     def node(self, name: str):
@@ -116,6 +116,10 @@ class _Graph:
             if node.op.startswith("FusedBatchNorm"):
                 return node
         return None
+
+    def bias_add_after(self, conv_name: str) -> bool:
+        """A conv with a bias of its own (tf-pose's convs have none: batch norms shift)."""
+        return any(node.op == "BiasAdd" for node in self._consumers.get(conv_name, []))
 
 
 def import_tfpose(
@@ -179,8 +183,8 @@ def tfpose_spec(graph: _Graph) -> ExperimentSpec:
         graph.nodes
     ):
         stages += 1
-    if stages < 2:
-        raise BpnetError(f"{graph.path}: found {stages} OpenPose stages; bpnet needs 2..7")
+    if not 2 <= stages <= 7:
+        raise BpnetError(f"{graph.path}: found {stages} OpenPose stages; bpnet builds 2..7")
     first = _STAGES.format(stage=1, branch="L1", index=1) + "_pointwise/Conv2D"
     num_filters = int(graph.const(graph.node(first).input[1]).shape[3])
     height, width = TFPOSE_INPUT
@@ -290,12 +294,23 @@ def _copy_weights(graph: _Graph, model: PoseNet, pose: PoseConfig) -> None:
             )
         norm = graph.batch_norm_after(name)
         bias = torch.zeros(weight.shape[0])
+        if (norm is None and conv.bn is not None) or graph.bias_add_after(name):
+            raise BpnetError(
+                f"{graph.path}: {name} is not followed by the batch norm bpnet's {path} has; "
+                "this graph's layout is not one bpnet imports"
+            )
         if norm is not None:
             gamma, beta = (torch.from_numpy(graph.const(norm.input[i])) for i in (1, 2))
             eps = norm.attr["epsilon"].f
             if norm.attr["is_training"].b:  # the input's own statistics: instance norm
-                if not isinstance(conv.bn, torch.nn.InstanceNorm2d):
-                    raise BpnetError(f"{graph.path}: {name}: unexpected training-mode batch norm")
+                if (
+                    not isinstance(conv.bn, torch.nn.InstanceNorm2d)
+                    or abs(eps - conv.bn.eps) > 1e-9
+                ):
+                    raise BpnetError(
+                        f"{graph.path}: {name}: a training-mode batch norm (epsilon {eps:g}) "
+                        "where bpnet's network has none of that form"
+                    )
                 conv.bn.weight.data.copy_(gamma)
                 conv.bn.bias.data.copy_(beta)
             else:

@@ -256,6 +256,12 @@ def _check(options: ExportOptions) -> dict:
         )
     if options.sensitivity not in SENSITIVITY_MODES:
         raise BpnetError(f"--sensitivity {options.sensitivity}: use auto or off")
+    margin = options.sensitivity_margin
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        raise BpnetError(
+            f"--sensitivity_margin {margin}: use a number of dB >= 0 "
+            f"(default {DEFAULT_MARGIN_DB:g})"
+        )
     if options.input_dims is not None:
         for side, name in zip(options.input_dims, ("height", "width"), strict=True):
             if side <= 0 or side % STRIDE:

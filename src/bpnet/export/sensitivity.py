@@ -327,7 +327,8 @@ def find_sensitive_layers(
         finite = [layer.sqnr_db for layer in measured if math.isfinite(layer.sqnr_db)]
         median = float(np.median(finite)) if finite else math.inf
         cutoff = min(median - margin_db, HARMLESS_DB)
-        sensitive = [layer.name for layer in measured if layer.sqnr_db < cutoff]
+        # a node whose quantized output is not even finite (NaN SQNR) is as sensitive as any
+        sensitive = [layer.name for layer in measured if not layer.sqnr_db >= cutoff]
         kept = tuple(sensitive + [name for name in keep_fp32 if name not in sensitive])
         all_int8 = sqnr()
         with_kept = sqnr(nodes_to_exclude=list(kept)) if kept else all_int8

@@ -368,7 +368,9 @@ def _walk_backbone(graph: _GraphBuilder, layers: list) -> tuple[tuple[str, ...],
             if skip not in outputs:
                 raise _fail(f"{where}.skip", f"{skip!r} is not an earlier backbone layer")
             scale = _int(layer, "scale", where)
-            _choice(layer, "mode", where, UPSAMPLE_MODES, "bilinear")
+            if _choice(layer, "mode", where, UPSAMPLE_MODES, "bilinear") == "bilinear_tf1":
+                if scale != 2:
+                    raise _fail(f"{where}.scale", f"bilinear_tf1 is written for 2, got {scale}")
             skip_producers, skip_width, skip_stride = outputs[skip]
             if skip_stride * scale != stride:
                 raise _fail(

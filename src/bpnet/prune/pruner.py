@@ -242,6 +242,13 @@ def plan_pruning(model: PoseNet, settings: PruneSettings) -> PruningPlan:
             f"excluded layer {unknown[0]!r} is not a conv of this model; its convs are "
             f"{', '.join(graph.convs)}"
         )
+    follower = next((n for n in settings.excluded_layers if graph.convs[n].depthwise), None)
+    if follower is not None:
+        producers = ", ".join(graph.convs[follower].inputs)
+        raise BpnetError(
+            f"excluded layer {follower!r} is a depthwise conv: it keeps the channels of what it "
+            f"reads; exclude that instead ({producers})"
+        )
     modules = dict(model.named_modules())
     excluded = set(settings.excluded_layers)
     layers: dict[str, LayerPlan] = {}

@@ -37,12 +37,17 @@ def load_trained(path: str | os.PathLike) -> tuple[dict, PoseNet]:
     return checkpoint, model.eval()
 
 
-def resolve_input_size(checkpoint: dict, input_size: tuple[int, int] | None) -> tuple[int, int]:
+def resolve_input_size(
+    checkpoint: dict, input_size: tuple[int, int] | None, multiple: int = 8
+) -> tuple[int, int]:
     """The (H, W) MACs are counted at: ``input_size``, else the checkpoint's training
     ``image_dims``, else 368x368.
 
+    Args:
+        multiple: the network's ``input_multiple`` (8, or 16 for a feature pyramid).
+
     Raises:
-        BpnetError: a side that is not a positive multiple of 8.
+        BpnetError: a side that is not a positive multiple of ``multiple``.
     """
     if input_size is None:
         dims = ((checkpoint.get("spec") or {}).get("dataloader") or {}).get("image_config", {})
@@ -53,10 +58,10 @@ def resolve_input_size(checkpoint: dict, input_size: tuple[int, int] | None) -> 
             input_size = DEFAULT_INPUT_SIZE
     h, w = input_size
     for side in (h, w):
-        if isinstance(side, bool) or not isinstance(side, int) or side < 8 or side % 8:
+        if isinstance(side, bool) or not isinstance(side, int) or side < 8 or side % multiple:
             raise BpnetError(
-                f"input size {h}x{w}: sides must be positive multiples of 8 (the network's "
-                "stride); e.g. --input_size 368 368"
+                f"input size {h}x{w}: sides must be positive multiples of {multiple} (what the "
+                "network takes); e.g. --input_size 368 368"
             )
     return h, w
 
@@ -136,7 +141,7 @@ def prune_checkpoint(
     check_report_path(report_path, force)
 
     checkpoint, model = load_trained(model_path)
-    size = resolve_input_size(checkpoint, input_size)
+    size = resolve_input_size(checkpoint, input_size, model.input_multiple)
     pruned, plan = prune_model(model, settings)
     report = pruning_report(model.arch, pruned.arch, plan, size)
     report = {"source": str(model_path), "output": str(output_path), **report}
@@ -193,7 +198,7 @@ def sweep_checkpoint(
         "macs_kept"}`` per threshold.
     """
     checkpoint, model = load_trained(model_path)
-    size = resolve_input_size(checkpoint, input_size)
+    size = resolve_input_size(checkpoint, input_size, model.input_multiple)
     sizes = conv_output_sizes(model.arch, size)
     before = arch_cost(model.arch, sizes)
     rows = [_sweep_row(None, before, before)]

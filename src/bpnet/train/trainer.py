@@ -33,16 +33,24 @@ import torch.distributed as torch_dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bpnet.config import ExperimentSpec, load_inference_spec, resolve_pose_config, save_spec
+from bpnet.config import (
+    ExperimentSpec,
+    load_inference_spec,
+    resolve_pose_config,
+    save_spec,
+    to_dict,
+)
 from bpnet.config.inference import InferenceSpec
 from bpnet.data.coco import split_paths
 from bpnet.data.dataset import build_dataloader
 from bpnet.errors import BpnetError, DatasetError, SpecError
 from bpnet.evaluate.evaluate import evaluate
+from bpnet.inference.runtime import TORCH_SUFFIXES, load_model
 from bpnet.inference.torch_source import TorchSource
 from bpnet.io import check_output_dir
 from bpnet.loss import pose_loss, regularization
 from bpnet.models import build_model, load_state_checked, model_from_arch
+from bpnet.models.pretrained_backbone import load_pretrained_backbone
 from bpnet.pose import PoseConfig
 from bpnet.targets import encode_batch
 from bpnet.train.checkpoint import (
@@ -146,7 +154,8 @@ def _train(
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise DatasetError(
-            f"{root}: {len(loader.dataset)} training samples make no full batch of "
+            f"{root or spec.dataloader.dataset_config.unlabelled_images}: "
+            f"{len(loader.dataset)} training samples make no full batch of "
             f"{spec.dataloader.batch_size} per process ({dist.world_size} processes); lower "
             "dataloader.batch_size"
         )
@@ -158,8 +167,16 @@ def _train(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dist.device, memory_format=memory_format)
     teacher = load_teacher(spec, model, say)
+    for network, what in ((model, "the network"), (teacher, f"teacher_model {spec.teacher_model}")):
+        if network is not None:
+            check_input_size(spec, network.input_multiple, what)
     if teacher is not None:
         teacher.to(dist.device, memory_format=memory_format)
+    if spec.model.freeze_bn and checkpoint is None and not spec.pretrained_weights:
+        raise SpecError(
+            "model.freeze_bn keeps stored batch-norm statistics, and a fresh network has none: "
+            "use it with pretrained_weights (fine-tuning), or set freeze_bn: false"
+        )
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: time the kernels once
     net = wrap_distributed(model, dist)  # what runs forward; `model` is what gets saved
@@ -317,7 +334,18 @@ def seed_everything(seed: int) -> None:
 
 def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path | None:
     root = root if root is not None else spec.dataloader.dataset_config.root_data_path
-    if root is None and spec.dataloader.dataset_config.unlabelled_images is not None:
+    data = spec.dataloader.dataset_config
+    if data.unlabelled_images is not None and not spec.teacher_model:
+        raise SpecError(
+            f"dataloader.dataset_config.unlabelled_images ({data.unlabelled_images}) has no "
+            "labels: only a teacher_model can teach on it; set teacher_model or remove it"
+        )
+    if root is None and data.unlabelled_images is not None:
+        if data.train_split is not None:
+            raise DatasetError(
+                f"train_split {data.train_split!r} needs a dataset root (bpnet train -d ROOT); "
+                "to train on unlabelled_images alone set train_split: null"
+            )
         if spec.validation_every_n_epoch:
             raise DatasetError(
                 "validation needs a labelled dataset: pass one (bpnet train -d ROOT, its "
@@ -379,14 +407,37 @@ def build_training_model(
             load_state_checked(model, pretrained["state_dict"], source)
             say(f"model: spec's architecture, weights from {source}")
         else:
-            fresh = load_matching_weights(model, pretrained["state_dict"], source)
+            fresh = load_matching_weights(
+                model, pretrained["state_dict"], source, skip=_skeleton_tensors(model)
+            )
             say(
                 f"model: spec's architecture, weights from {source}; its skeleton differs from "
                 f"the spec's pose config, so {len(fresh)} tensors (the stage outputs and the "
                 "stage inputs that read the previous maps) start from random values"
             )
         return model, None
-    return build_model(spec.model, pose), None
+    model = build_model(spec.model, pose)
+    if spec.model.pretrained_backbone:
+        filled = load_pretrained_backbone(model, spec.model.pretrained_backbone)
+        say(f"model: {len(filled)} backbone convs from {spec.model.pretrained_backbone}")
+    return model, None
+
+
+def check_input_size(spec: ExperimentSpec, multiple: int, what: str) -> None:
+    """Training crops must fit the network: sides multiples of its ``input_multiple``.
+
+    Raises:
+        SpecError: naming ``image_dims`` and the nearest sizes that fit.
+    """
+    dims = spec.dataloader.image_config.image_dims
+    if dims.height % multiple or dims.width % multiple:
+        fit = [
+            max(multiple, round(side / multiple) * multiple) for side in (dims.height, dims.width)
+        ]
+        raise SpecError(
+            f"dataloader.image_config.image_dims: {dims.height}x{dims.width}, but {what} needs "
+            f"sides that are multiples of {multiple}; use {fit[0]}x{fit[1]}"
+        )
 
 
 def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Module | None:
@@ -404,10 +455,13 @@ def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Modu
             )
         return None
     source = str(spec.teacher_model)
-    checkpoint = load_checkpoint(source)
-    _check_normalization(spec, checkpoint, source)
-    teacher = model_from_arch(checkpoint["arch"])
-    load_state_checked(teacher, checkpoint["state_dict"], source)
+    if Path(source).suffix.lower() not in TORCH_SUFFIXES:
+        raise SpecError(
+            f"teacher_model {source}: a teacher is a .pth checkpoint (bpnet train, import)"
+        )
+    loaded = load_model(source)
+    _check_normalization(spec, {"spec": to_dict(loaded.train_spec)}, source)
+    teacher = loaded.model
     wanted = (student.num_heatmaps, student.num_pafs)
     if (teacher.num_heatmaps, teacher.num_pafs) != wanted:
         raise SpecError(
@@ -461,8 +515,30 @@ def _check_normalization(spec: ExperimentSpec, pretrained: dict, source: str) ->
         )
 
 
-def load_matching_weights(model: nn.Module, state_dict: dict, source: str) -> list[str]:
-    """Load every tensor whose name and shape match the model's; return the others' names.
+def _skeleton_tensors(model: nn.Module) -> set[str]:
+    """Names of the tensors tied to a skeleton: the output convs and every conv whose input
+    channels include the previous stage's maps (directly, or through depthwise convs, which
+    keep each channel apart)."""
+    from bpnet.models import arch_graph
+
+    convs = arch_graph(model.arch).convs
+    outputs = {path for path, node in convs.items() if node.is_output}
+    carriers = set(outputs)  # convs whose output channels include joints and limbs
+    readers = set(outputs)
+    for path, node in convs.items():  # forward order
+        if any(producer in carriers for producer in node.inputs):
+            readers.add(path)
+            if node.depthwise:
+                carriers.add(path)
+    prefixes = tuple(f"{path}." for path in readers)
+    return {key for key in model.state_dict() if key.startswith(prefixes)}
+
+
+def load_matching_weights(
+    model: nn.Module, state_dict: dict, source: str, skip: set[str] = frozenset()
+) -> list[str]:
+    """Load every tensor whose name and shape match the model's (and is not in ``skip``);
+    return the others' names.
 
     For fine-tuning onto another skeleton: the backbone and the stage bodies transfer, the
     output convs (other channel counts) and the convs reading the previous stage's maps keep
@@ -473,7 +549,11 @@ def load_matching_weights(model: nn.Module, state_dict: dict, source: str) -> li
             backbone or width: not a skeleton change).
     """
     own = model.state_dict()
-    fresh = [k for k, v in own.items() if k not in state_dict or state_dict[k].shape != v.shape]
+    fresh = [
+        k
+        for k, v in own.items()
+        if k in skip or k not in state_dict or state_dict[k].shape != v.shape
+    ]
     outside = [k for k in fresh if not k.startswith("stage")]
     if outside:
         raise SpecError(

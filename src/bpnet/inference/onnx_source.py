@@ -100,6 +100,9 @@ def make_session(path: str | Path, threads: int | None = None, *, spin: bool = T
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    # errors only: ONNX Runtime's warnings (unused initializers of quantized graphs, ...) are
+    # about the graph's housekeeping, not the user's model, and drowned the export's report
+    options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is None:
         import torch

@@ -9,15 +9,14 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-# The real COCO fixture lives beside the repository (../shared); BPNET_COCO_FIXTURE overrides.
-FIXTURE = Path(
-    os.environ.get("BPNET_COCO_FIXTURE", REPO.parent / "shared" / "data" / "coco_fixture")
-)
+# The real COCO fixture (100 images, official layout) is vendored in tests/data so that the
+# tests run on a fresh clone; BPNET_COCO_FIXTURE points them at another copy.
+FIXTURE = Path(os.environ.get("BPNET_COCO_FIXTURE", REPO / "tests" / "data" / "coco_fixture"))
 
 
 @pytest.fixture(scope="session")
 def coco_fixture() -> Path:
-    """The real COCO fixture (100 images) that ships beside the repository."""
+    """The real COCO fixture (100 images): tests/data/coco_fixture, see its README."""
     assert (FIXTURE / "annotations").is_dir(), (
         f"COCO fixture missing at {FIXTURE}; set BPNET_COCO_FIXTURE to its folder"
     )

@@ -18,8 +18,9 @@ from bpnet.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TFPOSE = REPO / "pretrained" / "tfpose_mobilenet_v2_small"
-PHOTOS = REPO / "tests" / "data" / "coco_photos"  # two real COCO photos in the official layout
-PHOTO = PHOTOS / "val" / "000000252219.jpg"  # three people
+FIXTURE = REPO / "tests" / "data" / "coco_fixture"
+PHOTO_IDS = (252219, 397133)  # val2017 photos with people (CC BY)
+PHOTO = FIXTURE / "val2017" / "000000252219.jpg"  # three people
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +148,17 @@ def test_paf_order_is_the_published_one():
     assert paf_permutation(load_pose_config()).tolist() == expected
 
 
-def evaluate_photos(model, pose, results_dir) -> float:
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Two real photos with people, in the official layout (split "val")."""
+    from test_train import subset
+
+    root = tmp_path_factory.mktemp("photos")
+    subset(FIXTURE, "val2017", PHOTO_IDS, root, "val")
+    return root
+
+
+def evaluate_photos(model, pose, root, results_dir) -> float:
     from bpnet.config.inference import InferenceSpec
     from bpnet.config.spec import NormalizationParams
     from bpnet.evaluate.evaluate import evaluate
@@ -155,17 +166,17 @@ def evaluate_photos(model, pose, results_dir) -> float:
 
     raw = NormalizationParams(image_scale=(1.0, 1.0, 1.0), image_offset=(0.0, 0.0, 0.0))
     report = evaluate(
-        PHOTOS, "val", results_dir, TorchSource(model, raw), pose,
+        root, "val", results_dir, TorchSource(model, raw), pose,
         InferenceSpec(input_shape=(368, 368)), label="imported",
     )  # fmt: skip
     return report.metrics["AP"]
 
 
-def test_imported_network_finds_the_people_of_real_photos(imported, tmp_path):
+def test_imported_network_finds_the_people_of_real_photos(imported, photos, tmp_path):
     """Channel orders checked by what they are for: COCO AP on two real photos. The same
     network with its last PAFs left in tf-pose's own channel order scores far lower."""
     loaded = load_model(imported)
-    right = evaluate_photos(loaded.model, loaded.pose, tmp_path / "right")
+    right = evaluate_photos(loaded.model, loaded.pose, photos, tmp_path / "right")
     order = torch.from_numpy(paf_permutation(loaded.pose))
     wrong = load_model(imported).model
     with torch.no_grad():  # undo the re-ordering of the last stage's PAF outputs only
@@ -173,6 +184,6 @@ def test_imported_network_finds_the_people_of_real_photos(imported, tmp_path):
         inverse = torch.argsort(order)
         out.weight.copy_(out.weight[inverse])
         out.bias.copy_(out.bias[inverse])
-    scrambled = evaluate_photos(wrong, loaded.pose, tmp_path / "wrong")
+    scrambled = evaluate_photos(wrong, loaded.pose, photos, tmp_path / "wrong")
     assert right > 0.3, right
     assert scrambled < 0.5 * right, (scrambled, right)

@@ -1,6 +1,7 @@
 """Transfer learning: fine-tuning an imported network (another skeleton, frozen batch-norm
 statistics) and retraining by distillation from a teacher on pictures without labels."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,7 @@ from bpnet.train import trainer
 from bpnet.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO / "tests" / "data" / "coco_photos" / "val"
-PICTURES_ONLY = {"train_split": None, "unlabelled_images": str(PHOTOS)}
+FIXTURE = REPO / "tests" / "data" / "coco_fixture"
 RAW_PIXELS = {"image_scale": [1.0, 1.0, 1.0], "image_offset": [0.0, 0.0, 0.0]}
 MOBILENET = {"architecture": "mobilenet_v2", "mtype": "tfpose", "width_multiplier": 0.5}
 TFPOSE_MODEL = {
@@ -27,6 +27,21 @@ TFPOSE_MODEL = {
     "stages": 6, "num_filters": 64, "stage_kernel_sizes": [3, 3, 3], "stage_batch_norm": True,
     "data_format": "channels_first", "regularization_type": "none",
 }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Two real photos with people in a folder of their own, no annotation file: pictures
+    without labels."""
+    folder = tmp_path_factory.mktemp("unlabelled")
+    for name in ("000000252219.jpg", "000000397133.jpg"):
+        shutil.copy(FIXTURE / "val2017" / name, folder)
+    return folder
+
+
+def pictures_only(photos: Path) -> dict:
+    """dataset_config for training on the pictures alone."""
+    return {"train_split": None, "unlabelled_images": str(photos)}
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +116,11 @@ def test_a_pretrained_network_refuses_other_pixel_scaling(imported, tmp_path):
         trainer.build_training_model(load_experiment_spec(spec), load_pose_config(), None)
 
 
-def test_frozen_batch_norm_statistics_stay(imported, tmp_path):
+def test_frozen_batch_norm_statistics_stay(imported, tmp_path, photos):
     spec = spec_file(
         tmp_path / "s.yaml",
         pretrained_weights=str(imported),
-        dataloader={"dataset_config": PICTURES_ONLY},
+        dataloader={"dataset_config": pictures_only(photos)},
         teacher_model=str(imported),
         loss={"label_weight": 0.0},
         model={**TFPOSE_MODEL, "freeze_bn": True},
@@ -119,7 +134,7 @@ def test_frozen_batch_norm_statistics_stay(imported, tmp_path):
     assert not torch.equal(after[weight], before[weight])  # it trained
 
 
-def test_distillation_on_pictures_without_labels(imported, tmp_path):
+def test_distillation_on_pictures_without_labels(imported, tmp_path, photos):
     """A pruned copy of the imported network learns the teacher's maps on two unlabelled
     photos: its teacher loss falls, and no dataset root is needed."""
     teacher = load_model(imported).model
@@ -136,7 +151,7 @@ def test_distillation_on_pictures_without_labels(imported, tmp_path):
             load_graph=True,
             teacher_model=str(imported),
             dataloader={
-                "dataset_config": PICTURES_ONLY,
+                "dataset_config": pictures_only(photos),
                 # the same two letterboxed pictures every epoch: the losses are comparable
                 "augmentation_config": {"spatial_augmentation_mode": "none"},
             },
@@ -154,9 +169,9 @@ def test_distillation_on_pictures_without_labels(imported, tmp_path):
     assert losses[0] > 0 and losses[-1] < 0.8 * losses[0], losses
 
 
-def test_teacher_mistakes_are_one_line(imported, five_joint_config, tmp_path):
+def test_teacher_mistakes_are_one_line(imported, five_joint_config, tmp_path, photos):
     five = {"pose_config": {"pose_config_path": str(five_joint_config)}}
-    common = {"dataloader": {"dataset_config": PICTURES_ONLY}}
+    common = {"dataloader": {"dataset_config": pictures_only(photos)}}
     spec = spec_file(
         tmp_path / "s.yaml",
         teacher_model=str(imported),
@@ -172,7 +187,7 @@ def test_teacher_mistakes_are_one_line(imported, five_joint_config, tmp_path):
     )
     with pytest.raises(DatasetError, match="validation needs a labelled dataset"):
         trainer.train(load_experiment_spec(spec), tmp_path / "c")
-    labelled_split = {"dataset_config": {"unlabelled_images": str(PHOTOS)}}  # train2017, no root
+    labelled_split = {"dataset_config": {"unlabelled_images": str(photos)}}  # train2017, no root
     spec = spec_file(tmp_path / "v.yaml", teacher_model=str(imported), dataloader=labelled_split)
     with pytest.raises(DatasetError, match=r"needs a dataset root .*train_split: null"):
         trainer.train(load_experiment_spec(spec), tmp_path / "d")

@@ -562,7 +562,7 @@ def build_records(
     ):
         info = images[image_id]
         if lo == hi:  # about half of COCO: no person annotation at all
-            records.append(_empty_record(split.image_dir, info, joints.shape[1]))
+            records.append(empty_record(split.image_dir, info, joints.shape[1]))
             continue
         rows = order[lo:hi]
         # people beyond max_people get no targets, so they must not count as background either
@@ -600,7 +600,11 @@ def build_records(
     return records
 
 
-def _empty_record(image_dir: Path, info: dict, num_joints: int) -> ImageRecord:
+def empty_record(
+    image_dir: Path, info: dict, num_joints: int, *, labelled: bool = True
+) -> ImageRecord:
+    """The record of an image without people (``info``: its id, file_name, width, height);
+    ``labelled`` False for a picture that has no annotations at all."""
     return ImageRecord(
         image_id=info["id"],
         image_dir=image_dir,
@@ -614,6 +618,7 @@ def _empty_record(image_dir: Path, info: dict, num_joints: int) -> ImageRecord:
         main_people=np.zeros(0, np.int64),
         keep=(),
         ignore=(),
+        labelled=labelled,
     )
 
 

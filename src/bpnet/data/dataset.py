@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bpnet.config import resolve_pose_config
 from bpnet.config.spec import AugmentationConfig, ExperimentSpec, NormalizationParams
-from bpnet.data.coco import ImageRecord, build_records, load_coco_split
+from bpnet.data.coco import ImageRecord, build_records, empty_record, load_coco_split
 from bpnet.data.masks import record_mask
 from bpnet.data.transforms import (
     color_jitter,
@@ -104,23 +104,8 @@ def unlabelled_records(folder: str | os.PathLike, num_joints: int) -> list[Image
     records = []
     for index, path in enumerate(files, start=1):
         height, width = read_image(path).shape[:2]
-        records.append(
-            ImageRecord(
-                image_id=-index,
-                image_dir=folder,
-                file_name=path.name,
-                width=width,
-                height=height,
-                keypoints=np.zeros((0, num_joints, 3), np.float32),
-                boxes=np.zeros((0, 4), np.float32),
-                num_keypoints=np.zeros(0, np.int64),
-                annotation_ids=np.zeros(0, np.int64),
-                main_people=np.zeros(0, np.int64),
-                keep=(),
-                ignore=(),
-                labelled=False,
-            )
-        )
+        info = {"id": -index, "file_name": path.name, "width": width, "height": height}
+        records.append(empty_record(folder, info, num_joints, labelled=False))
     return records
 
 

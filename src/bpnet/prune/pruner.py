@@ -300,8 +300,21 @@ def _follow_inputs(node, layers: dict[str, LayerPlan]) -> tuple[int, ...]:
     return tuple(kept)
 
 
-class _ConvBlockPruner(tp_function.ConvPruner):
-    """torch-pruning's conv pruner, extended to the batch norm a :class:`ConvBlock` holds.
+class _WithNorm:
+    """Pruning a :class:`ConvBlock`'s output channels also prunes its normalisation's (batch
+    norm: scale, shift, running statistics; instance norm: scale, shift)."""
+
+    _bn = tp_function.BatchnormPruner()
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        layer = super().prune_out_channels(layer, idxs)
+        if layer.bn is not None:
+            self._bn.prune_out_channels(layer.bn, idxs)
+        return layer
+
+
+class _ConvBlockPruner(_WithNorm, tp_function.ConvPruner):
+    """torch-pruning's conv pruner, extended to the normalisation a :class:`ConvBlock` holds.
 
     torch-pruning sees a ConvBlock as one layer (it is registered as a customised layer, so
     its inner BN is not traced separately): pruning its output channels prunes the kernel, the
@@ -309,29 +322,13 @@ class _ConvBlockPruner(tp_function.ConvPruner):
     kernel.
     """
 
-    _bn = tp_function.BatchnormPruner()
 
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        layer = super().prune_out_channels(layer, idxs)
-        if layer.bn is not None:
-            self._bn.prune_out_channels(layer.bn, idxs)
-        return layer
-
-
-class _DepthwiseBlockPruner(tp_function.DepthwiseConvPruner):
+class _DepthwiseBlockPruner(_WithNorm, tp_function.DepthwiseConvPruner):
     """torch-pruning's depthwise pruner for a :class:`DepthwiseConvBlock` and its norm: one
     function cuts input and output channels, so torch-pruning couples them (its rule for
     layers whose input and output channels are the same)."""
 
-    _bn = tp_function.BatchnormPruner()
-
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        layer = super().prune_out_channels(layer, idxs)
-        if layer.bn is not None:
-            self._bn.prune_out_channels(layer.bn, idxs)
-        return layer
-
-    prune_in_channels = prune_out_channels
+    prune_in_channels = _WithNorm.prune_out_channels
 
 
 def dependency_graph(model: PoseNet) -> tp.DependencyGraph:

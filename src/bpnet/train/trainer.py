@@ -41,6 +41,7 @@ from bpnet.config import (
     to_dict,
 )
 from bpnet.config.inference import InferenceSpec
+from bpnet.config.spec import STRIDE
 from bpnet.data.coco import split_paths
 from bpnet.data.dataset import build_dataloader
 from bpnet.errors import BpnetError, DatasetError, SpecError
@@ -169,7 +170,7 @@ def _train(
     teacher = load_teacher(spec, model, say)
     for network, what in ((model, "the network"), (teacher, f"teacher_model {spec.teacher_model}")):
         if network is not None:
-            check_input_size(spec, network.input_multiple, what)
+            check_input_size(spec, getattr(network, "input_multiple", STRIDE), what)
     if teacher is not None:
         teacher.to(dist.device, memory_format=memory_format)
     if spec.model.freeze_bn and checkpoint is None and not spec.pretrained_weights:

@@ -405,3 +405,15 @@ def test_bad_mobilenet_arch_names_the_field(pose, edit, field, message):
     edit(arch["backbone"])
     with pytest.raises(SpecError, match="^model arch: " + field + ": .*" + message):
         model_from_arch(arch)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_background_heatmap_starts_at_one(pose, architecture):
+    """The background heatmap (1 - max of the joints) is 1 almost everywhere: a fresh network
+    predicts it from the first step, and the joints and PAFs near 0."""
+    model = build_model(small_config(architecture), pose).eval()
+    with torch.no_grad():
+        for heatmaps, pafs in model(images()):
+            assert abs(heatmaps[:, -1].mean().item() - 1) < 0.25  # was 0 before the prior
+            assert heatmaps[:, :-1].abs().mean().item() < 0.25
+            assert pafs.abs().mean().item() < 0.25

@@ -189,6 +189,14 @@ class Stage(nn.Module):
             width = conv["out"]
         self.heatmap = Branch(width, spec["heatmap"])
         self.paf = Branch(width, spec["paf"])
+        out = getattr(self.heatmap, self.heatmap.out_name)
+        if out.bias is not None:
+            # the last heatmap is the background, 1 - max(joints): 1 almost everywhere. Starting
+            # it at 0 made the first loss 3x that of predicting background everywhere, and the
+            # first steps of training only learnt "background = 1" (as detection heads start
+            # their classes at the prior, not at 0)
+            with torch.no_grad():
+                out.bias[-1] = 1.0
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self.trunk(x)

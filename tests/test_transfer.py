@@ -15,7 +15,7 @@ from bpnet.inference.runtime import load_model
 from bpnet.pose import load_pose_config
 from bpnet.pose.skeleton import load_pose_config as load_pose_file
 from bpnet.prune import PruneSettings, prune_model
-from bpnet.train import trainer
+from bpnet.train import trainer, transfer
 from bpnet.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,12 +92,12 @@ def test_fine_tuning_onto_another_skeleton_keeps_the_body(imported, five_joint_c
     model, _ = trainer.build_training_model(spec, pose, None, said.append)
     # the outputs, and every conv reading the maps: stage t >= 2's first depthwise conv and
     # the pointwise conv after it, per branch
-    fresh = {k.rsplit(".", 1)[0].removesuffix(".bn") for k in trainer._skeleton_tensors(model)}
+    fresh = {k.rsplit(".", 1)[0].removesuffix(".bn") for k in transfer.skeleton_tensors(model)}
     expected = {f"stage{s}.{b}.out" for s in range(1, 7) for b in ("heatmap", "paf")}
     expected |= {f"stage{s}.{b}.conv1_{k}" for s in range(2, 7) for b in ("heatmap", "paf")
                  for k in ("dw", "pw")}  # fmt: skip
     assert fresh == expected
-    assert f"{len(trainer._skeleton_tensors(model))} tensors" in said[0]
+    assert f"{len(transfer.skeleton_tensors(model))} tensors" in said[0]
     teacher = load_model(imported).model.state_dict()
     own = model.state_dict()
     torch.testing.assert_close(own["backbone.conv.weight"], teacher["backbone.conv.weight"])

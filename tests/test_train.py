@@ -364,3 +364,13 @@ def test_a_busy_cpu_gets_a_note():
     assert trainer.busy_cpu_note(1, load=6.0, cores=2) == ""  # one thread does not collapse
     note = trainer.busy_cpu_note(2, load=6.0, cores=2)
     assert "load 6.0 on 2 cores" in note and "OMP_NUM_THREADS=1" in note
+
+
+@pytest.mark.parametrize(
+    "content", [b"hello world\n", bytes(range(256)) * 7, b"\x80\x02}q\x00."], ids=str
+)
+def test_any_file_named_pth_is_a_one_line_error(tmp_path, content):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(BpnetError, match=r"model\.pth: (not a readable|not a bpnet) checkpoint"):
+        ckpt.load_checkpoint(path)

@@ -142,7 +142,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise BpnetError(f"{path}: checkpoint not found; check the path")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
+    # any file can be named .pth: a text file makes the legacy unpickler raise KeyError, other
+    # bytes IndexError or ValueError; each means the same to the user
+    except (
+        RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, KeyError,
+        IndexError, ValueError, UnicodeDecodeError, AttributeError, TypeError,
+    ) as err:  # fmt: skip
         reason = " ".join(str(err).split())[:200]
         raise BpnetError(
             f"{path}: not a readable checkpoint ({reason}); it may be truncated or not a bpnet "

@@ -207,3 +207,26 @@ def test_teacher_mistakes_are_one_line(imported, five_joint_config, tmp_path, ph
     assert not any(
         (tmp_path / name).glob("*.pth") for name in "abcdef" if (tmp_path / name).exists()
     )
+
+
+def test_teacher_peaks_weigh_more_when_asked():
+    """An error at the teacher's joint costs 1 + teacher_peak_weight x its heatmap value times
+    as much as the same error on the background."""
+    teacher_maps = torch.zeros(1, 19, 4, 4)
+    teacher_maps[:, -1] = 1.0
+    teacher_maps[0, 0, 1, 1], teacher_maps[0, -1, 1, 1] = 0.8, 0.2  # a nose here
+    pafs = torch.zeros(1, 38, 4, 4)
+    at_joint = teacher_maps.clone()
+    at_joint[0, 0, 1, 1] = 0.3  # the student misses the nose by 0.5
+    on_background = teacher_maps.clone()
+    on_background[0, 0, 3, 3] = 0.5  # or sees one where there is none, by 0.5
+    no_labels = {"loss": torch.tensor(0.0), "heatmap": torch.tensor(0.0), "paf": torch.tensor(0.0)}
+
+    def cost(student, peak_weight):
+        spec = load_experiment_spec(None, [f"loss.teacher_peak_weight={peak_weight}"])
+        return trainer.distillation_loss([(student, pafs)], (teacher_maps, pafs), no_labels, spec)[
+            "loss"
+        ].item()
+
+    assert cost(at_joint, 0) == pytest.approx(cost(on_background, 0))
+    assert cost(at_joint, 10) == pytest.approx(9 * cost(on_background, 10))  # 1 + 10 x 0.8

@@ -350,10 +350,14 @@ class LossConfig:
     # same loss against the teacher's last-stage maps, every stage, every pixel)
     label_weight: float = 1.0
     teacher_weight: float = 1.0
+    # teacher loss per pixel x (1 + teacher_peak_weight x the teacher's strongest joint there):
+    # joints are a few percent of the pixels, and unweighted L2 is met by the background
+    teacher_peak_weight: float = 0.0
 
     def __post_init__(self):
         _require(self.label_weight >= 0, "label_weight", "must be >= 0")
         _require(self.teacher_weight >= 0, "teacher_weight", "must be >= 0")
+        _require(self.teacher_peak_weight >= 0, "teacher_peak_weight", "must be >= 0")
         _require(self.focal_alpha >= 0, "focal_alpha", "must be >= 0 (0 is ordinary L2)")
         _require(self.focal_beta >= 0, "focal_beta", "must be >= 0")
         _require(self.heatmap_weight >= 0, "heatmap_weight", "must be >= 0")

@@ -54,7 +54,7 @@ def masked_l2(
     Args:
         prediction: (B, C, h, w) network output (any float dtype; computed in float32).
         target: (B, C, h, w) targets.
-        mask: (B, h, w) weights in [0, 1], the same for every channel; 0 = does not count.
+        mask: (B, h, w) weights >= 0 (1 = counts, 0 = does not), the same for every channel.
         focal: ``(alpha, beta)`` to weight each element by :func:`focal_weight`; None for L2.
 
     Returns:

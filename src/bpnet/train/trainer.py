@@ -458,7 +458,8 @@ def distillation_loss(
 ) -> dict[str, torch.Tensor]:
     """``label_weight`` x the loss on the labels + ``teacher_weight`` x the same loss against
     the teacher's last-stage maps, on every pixel: the teacher has an answer where the labels
-    have none (crowds, unlabelled people, pictures without annotations).
+    have none (crowds, unlabelled people, pictures without annotations). Each pixel of the
+    teacher loss weighs ``1 + teacher_peak_weight x`` the teacher's strongest joint there.
 
     Args:
         outputs: the trained network's maps, per stage.
@@ -466,8 +467,10 @@ def distillation_loss(
         label_losses: :func:`compute_loss` on the labels.
     """
     heatmaps, pafs = taught
-    everywhere = torch.ones_like(heatmaps[:, 0])  # (B, h, w)
-    targets = {"heatmaps": heatmaps, "pafs": pafs, "mask": everywhere}
+    # every pixel counts; where the teacher sees a joint it counts more (teacher_peak_weight)
+    joints = heatmaps[:, :-1].float().amax(dim=1).clamp_min(0)  # (B, h, w)
+    weights = 1 + spec.loss.teacher_peak_weight * joints
+    targets = {"heatmaps": heatmaps, "pafs": pafs, "mask": weights}
     teacher = compute_loss(outputs, targets, spec)
     label, weight = spec.loss.label_weight, spec.loss.teacher_weight
     return {key: label * label_losses[key] + weight * teacher[key] for key in label_losses}

@@ -276,11 +276,6 @@ class Backbone(nn.Sequential):
         return x
 
 
-def backbone_from_layers(layers: list[dict]) -> Backbone:
-    """The backbone built from the arch's layer list (see :class:`Backbone`)."""
-    return Backbone(layers)
-
-
 __all__ = [
     "Backbone",
     "Branch",
@@ -290,7 +285,6 @@ __all__ = [
     "ResidualBlock",
     "Stage",
     "UpsampleConcat",
-    "backbone_from_layers",
     "conv_block",
     "upsample2x_tf1",
 ]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from bpnet.errors import SpecError
 from bpnet.models.arch import arch_graph
-from bpnet.models.blocks import Stage, backbone_from_layers
+from bpnet.models.blocks import Backbone, Stage
 
 
 class PoseNet(nn.Module):
@@ -40,7 +40,7 @@ class PoseNet(nn.Module):
         self.num_heatmaps = self.arch["num_heatmaps"]
         self.num_pafs = self.arch["num_pafs"]
         self.num_stages = len(self.arch["stages"])
-        self.backbone = backbone_from_layers(self.arch["backbone"])
+        self.backbone = Backbone(self.arch["backbone"])
         widths = {
             "features": graph.feature_width,
             "heatmaps": self.num_heatmaps,

@@ -6,7 +6,7 @@ from torch import nn
 
 from bpnet.config import ExperimentSpec, from_dict
 from bpnet.errors import SpecError
-from bpnet.loss import focal_weight, masked_l2, pose_loss, regularization
+from bpnet.loss import focal_weight, masked_l2, pose_loss, regularization, shrink_weights
 
 
 def maps(batch=2, heat=3, paf=4, h=5, w=6, seed=0):
@@ -133,6 +133,25 @@ class Net(nn.Module):
 def test_regularization_values(kind, expected):
     value = regularization(Net(), kind, kernel_factor=0.1, bias_factor=0.01)
     assert value.item() == pytest.approx(expected)
+
+
+def test_decoupled_l1_is_a_soft_threshold_of_lr_times_factor():
+    net = Net()
+    shrink_weights(net, "l1", kernel_factor=0.1, bias_factor=0.0, lr=7.5)  # a 0.75 step
+    assert torch.allclose(net.conv.weight.flatten(), torch.tensor([0.25, -1.25]))
+    assert torch.equal(net.fc.weight, torch.zeros(1, 2))  # 0.5 stops at zero, no sign flip
+    assert torch.equal(net.conv.bias, torch.tensor([3.0, -4.0]))  # factor 0: untouched
+    assert torch.equal(net.bn.weight, torch.full_like(net.bn.weight, 10.0))
+
+
+def test_decoupled_l2_is_sgds_step_on_the_term():
+    net, sgd_net = Net(), Net()
+    shrink_weights(net, "l2", kernel_factor=0.1, bias_factor=0.01, lr=0.5)
+    optimizer = torch.optim.SGD(sgd_net.parameters(), lr=0.5)
+    regularization(sgd_net, "l2", kernel_factor=0.1, bias_factor=0.01).backward()
+    optimizer.step()
+    for mine, sgd in zip(net.parameters(), sgd_net.parameters(), strict=True):
+        assert torch.allclose(mine, sgd)
 
 
 def test_regularization_gradient_reaches_kernels_only():

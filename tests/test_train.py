@@ -374,3 +374,20 @@ def test_any_file_named_pth_is_a_one_line_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(BpnetError, match=r"model\.pth: (not a readable|not a bpnet) checkpoint"):
         ckpt.load_checkpoint(path)
+
+
+def test_decoupled_regularization_shrinks_after_the_step(tiny_coco, tmp_path):
+    """Under Adam an L1 term in the loss moves a weight by at most ~lr a step; decoupled, it
+    is SGD's soft threshold of lr x factor, so a large factor zeroes weights exactly."""
+    zeros = {}
+    for mode in ("loss", "decoupled"):
+        spec = write_spec(tmp_path / f"{mode}.yaml", tiny_coco, num_epoch=1,
+                          validation_every_n_epoch=0)  # fmt: skip
+        run_cli(["train", "-e", str(spec), "-r", str(tmp_path / mode), "-o",
+                 "model.kernel_regularization_factor=500", "-o",
+                 f"model.regularization_mode={mode}"])  # fmt: skip
+        state = weights(tmp_path / mode / "model_epoch_001.pth")
+        kernels = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 4]
+        zeros[mode] = sum(int((k == 0).sum()) for k in kernels) / sum(k.numel() for k in kernels)
+    assert zeros["loss"] < 0.01
+    assert zeros["decoupled"] > 0.5

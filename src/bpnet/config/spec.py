@@ -261,6 +261,11 @@ class ModelConfig:
     regularization_type: Literal["l1", "l2", "l1_l2", "none"] = "l1"
     kernel_regularization_factor: float = 5e-4
     bias_regularization_factor: float = 0.0
+    # "loss": TAO's, the term is added to the loss (under Adam it pulls every weight whose
+    # gradient is weaker than the pull to zero at one learning-rate step per iteration, which
+    # blinds the refinement stages); "decoupled": a shrink of lr x factor after each step, what
+    # the term does under plain SGD, whatever the optimiser (bpnet.loss.shrink_weights)
+    regularization_mode: Literal["loss", "decoupled"] = "loss"
 
     def __post_init__(self):
         _require(

@@ -147,11 +147,44 @@ def regularization(
     return total
 
 
+@torch.no_grad()
+def shrink_weights(
+    model: nn.Module,
+    kind: Literal["l1", "l2", "l1_l2", "none"],
+    kernel_factor: float,
+    bias_factor: float,
+    lr: float,
+) -> None:
+    """Apply :func:`regularization` as a decoupled step (``regularization_mode: decoupled``).
+
+    The step plain SGD takes on the term alone, whatever optimiser took the loss's step: L1
+    moves each weight ``lr * factor`` towards zero and stops at zero (soft threshold); L2
+    scales it by ``1 - 2 * lr * factor`` (AdamW's weight decay). Adam's per-weight
+    normalisation never sees the term, so it cannot outweigh a small but useful gradient.
+
+    Args:
+        model: the network, after the optimiser's step.
+        kind, kernel_factor, bias_factor: as :func:`regularization`.
+        lr: the learning rate of the step just taken.
+    """
+    if kind == "none":
+        return
+    for layer in weight_layers(model):
+        for tensor, factor in ((layer.weight, kernel_factor), (layer.bias, bias_factor)):
+            if tensor is None or factor == 0:
+                continue
+            if kind in ("l2", "l1_l2"):
+                tensor.mul_(1.0 - 2.0 * lr * factor)
+            if kind in ("l1", "l1_l2"):
+                tensor.copy_(tensor.sign() * (tensor.abs() - lr * factor).clamp_(min=0.0))
+
+
 __all__ = [
     "WEIGHT_LAYERS",
     "focal_weight",
     "masked_l2",
     "pose_loss",
     "regularization",
+    "shrink_weights",
     "weight_layers",
 ]

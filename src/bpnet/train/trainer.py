@@ -47,7 +47,7 @@ from bpnet.errors import BpnetError, DatasetError, SpecError
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
 from bpnet.io import check_output_dir
-from bpnet.loss import pose_loss, regularization
+from bpnet.loss import pose_loss, regularization, shrink_weights
 from bpnet.models import build_model, load_state_checked, model_from_arch
 from bpnet.models.pretrained_backbone import load_pretrained_backbone
 from bpnet.pose import PoseConfig
@@ -249,7 +249,8 @@ def _train(
                 model, spec.model.regularization_type,
                 spec.model.kernel_regularization_factor, spec.model.bias_regularization_factor,
             )  # fmt: skip
-            loss = losses["loss"] + reg
+            decoupled = spec.model.regularization_mode == "decoupled"
+            loss = losses["loss"] + (reg.detach() if decoupled else reg)
             # all processes see the same (mean) values, so all stop together on a NaN
             values = all_mean(torch.stack([loss, losses["heatmap"], losses["paf"], reg]), dist)
             values = values.detach().float().cpu()
@@ -259,6 +260,11 @@ def _train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if decoupled:
+                shrink_weights(
+                    model, spec.model.regularization_type, spec.model.kernel_regularization_factor,
+                    spec.model.bias_regularization_factor, lr,
+                )  # fmt: skip
             scheduler.step()
             step += 1
 

@@ -277,7 +277,7 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
     """An untrained small model saved the way `bpnet train` saves one."""
     from bpnet.config import load_experiment_spec
     from bpnet.models import build_model
-    from bpnet.train.checkpoint import save_checkpoint
+    from bpnet.models.checkpoint import save_checkpoint
 
     spec = load_experiment_spec(
         None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]

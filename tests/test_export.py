@@ -148,7 +148,7 @@ def test_fp16_export_runs_and_is_close(tmp_path):
 def checkpoint(tmp_path_factory) -> Path:
     """A small real BodyPoseNet saved the way `bpnet train` saves one."""
     from bpnet.models import build_model
-    from bpnet.train.checkpoint import save_checkpoint
+    from bpnet.models.checkpoint import save_checkpoint
 
     spec = load_experiment_spec(
         None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]

@@ -21,6 +21,7 @@ from bpnet.models import (
     model_from_arch,
 )
 from bpnet.models.blocks import ConvBlock, DepthwiseConvBlock
+from bpnet.models.checkpoint import load_checkpoint, save_checkpoint
 from bpnet.pose import load_pose_config
 from bpnet.prune import (
     PruneSettings,
@@ -38,7 +39,6 @@ from bpnet.prune.pruner import (
     normalize_stats,
     retained_indices,
 )
-from bpnet.train.checkpoint import load_checkpoint, save_checkpoint
 from test_train import subset
 
 SIDE = 64  # input side of every forward here: maps are 8x8

@@ -37,6 +37,8 @@ from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
 from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, torch_input
 from bpnet.io import check_output_dir, copy_all_atomic
+from bpnet.models.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES
+from bpnet.models.checkpoint import load_trained
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
 
@@ -120,15 +122,12 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         BpnetError: bad options, existing outputs without ``force``, too few calibration
             images, a damaged tensorfile, missing TensorRT (all before any file is written).
     """
-    from bpnet.inference.runtime import load_model
-
     plan = _check(options)
-    loaded = load_model(options.model)
-    if loaded.runtime != "torch":
-        raise BpnetError(f"{options.model}: bpnet export starts from a .pth checkpoint")
+    trained = load_trained(options.model)
+    train_spec = trained.train_spec
     if options.experiment_spec is not None:
         given = load_experiment_spec(options.experiment_spec).dataloader.normalization_params
-        if given != loaded.train_spec.dataloader.normalization_params:
+        if given != train_spec.dataloader.normalization_params:
             say(f"note: {options.model} stores its own spec; its normalisation is used, not -e's")
     for flags, needs in _unused_options(options):
         verb = "applies" if len(flags) == 1 else "apply"
@@ -144,10 +143,10 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         fp32 = Path(tmp) / "model.fp32.onnx"
         int8_report = None
         io_ = export_onnx(
-            loaded.model,
+            trained.model,
             fp32,
-            pose=loaded.pose,
-            train_spec=loaded.train_spec,
+            pose=trained.pose,
+            train_spec=train_spec,
             size=options.input_dims,
             channels_last=options.data_format == "channels_last",
             sdk_compatible=options.sdk_compatible,
@@ -167,7 +166,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         else:
             data = plan["tensorfile"] or _build_tensorfile(options, plan, stage, Path(tmp), say)
             reader = TensorfileReader(
-                data, io_, loaded.train_spec.dataloader.normalization_params, plan["batches"]
+                data, io_, train_spec.dataloader.normalization_params, plan["batches"]
             )
             say(
                 f"calibrating on {len(reader)} batches of {data.batch_size} "
@@ -193,7 +192,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 nodes_to_exclude=int8_report.kept_fp32, metadata=int8_report.metadata(),
             )  # fmt: skip
             shutil.copyfile(fp32, stage("fp32_onnx", options.fp32_sibling))
-        diff = _compare_with_torch(loaded.model, onnx_out, io_, loaded.train_spec)
+        diff = _compare_with_torch(trained.model, onnx_out, io_, train_spec)
         if options.engine_file is not None:
             from bpnet.export.tensorrt_engine import build_engine
             from bpnet.inference.tensorrt_source import engine_metadata_path
@@ -248,6 +247,8 @@ def _check(options: ExportOptions) -> dict:
         raise BpnetError(f"-o {options.output}: the output must be an .onnx file")
     if not options.model.is_file():
         raise BpnetError(f"{options.model}: model file not found; check -m")
+    if options.model.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise BpnetError(f"{options.model}: bpnet export starts from a .pth checkpoint")
     if options.data_type not in ("fp32", "fp16", "int8"):
         raise BpnetError(f"--data_type {options.data_type}: use fp32, fp16 or int8")
     if options.cal_method not in CALIBRATION_METHODS:

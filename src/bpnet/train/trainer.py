@@ -48,17 +48,19 @@ from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
 from bpnet.io import check_output_dir
 from bpnet.loss import pose_loss, regularization
-from bpnet.models import build_model, load_state_checked, model_from_arch
-from bpnet.models.pretrained_backbone import load_pretrained_backbone
-from bpnet.pose import PoseConfig
-from bpnet.targets import encode_batch
-from bpnet.train.checkpoint import (
+from bpnet.models import build_model, load_state_checked
+from bpnet.models.checkpoint import (
+    TrainedModel,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    load_trained,
     prune_checkpoints,
     save_checkpoint,
 )
+from bpnet.models.pretrained_backbone import load_pretrained_backbone
+from bpnet.pose import PoseConfig
+from bpnet.targets import encode_batch
 from bpnet.train.distributed import (
     DistInfo,
     all_gather,
@@ -415,18 +417,15 @@ def build_training_model(
     for that).
     """
     if resume is not None:
-        checkpoint = load_checkpoint(resume)
-        model = model_from_arch(checkpoint["arch"])
-        load_state_checked(model, checkpoint["state_dict"], str(resume))
-        return model, checkpoint
+        trained = load_trained(resume)
+        return trained.model, trained.checkpoint
     if spec.pretrained_weights:
         pretrained = load_checkpoint(spec.pretrained_weights)
         source = str(spec.pretrained_weights)
         check_normalization(spec, pretrained, source)
         if spec.load_graph:
-            model = model_from_arch(pretrained["arch"])
+            model = TrainedModel.from_checkpoint(pretrained, source).model
             say(f"model: the architecture and weights of {source} (load_graph)")
-            load_state_checked(model, pretrained["state_dict"], source)
             return model, None
         model = build_model(spec.model, pose)
         same_pose = pretrained.get("pose") in (None, pose.to_dict())

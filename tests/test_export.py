@@ -690,8 +690,7 @@ def test_onnx_source_equals_torch_source_in_every_mode(checkpoint, synth, tmp_pa
             for record in records:
                 image = read_image(record.path)
                 for geometry in input_geometry(record.width, record.height, spec):
-                    for x, y in zip(a(image, record, geometry), b(image, record, geometry),
-                                    strict=True):  # fmt: skip
+                    for x, y in zip(a(image, geometry), b(image, geometry), strict=True):
                         np.testing.assert_allclose(y, x, atol=1e-4, rtol=0)
 
 

@@ -123,7 +123,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_detections(args.root, args.split, args.detections, args.results_dir, pose)
     else:
         if args.oracle:
-            from bpnet.inference import OracleSource
+            from bpnet.evaluate.oracle import OracleSource
 
             if args.model is not None:
                 raise BpnetError("--oracle evaluates the ground truth: drop -m MODEL")

@@ -237,7 +237,7 @@ class ExportedSource:
         self.input_multiple = io.size_multiple
         io.stage_index(stage)  # fail now for a stage the model does not output
 
-    def __call__(self, image: np.ndarray | None, record, geometry) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: np.ndarray | None, geometry) -> tuple[np.ndarray, np.ndarray]:
         if image is None:
             raise ValueError(f"{type(self).__name__} needs the image (needs_image is True)")
         self.io.check_size(geometry.size, str(self.path))

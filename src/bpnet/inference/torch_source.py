@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from bpnet.config.spec import NormalizationParams
-from bpnet.data.coco import ImageRecord
 from bpnet.data.transforms import warp_image
 from bpnet.errors import SpecError
 from bpnet.inference.pipeline import ScaledInput
@@ -54,7 +53,7 @@ class TorchSource:
         self.offset = torch.tensor(normalization.image_offset, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(
-        self, image: np.ndarray | None, record: ImageRecord, geometry: ScaledInput
+        self, image: np.ndarray | None, geometry: ScaledInput
     ) -> tuple[np.ndarray, np.ndarray]:
         if image is None:
             raise ValueError("TorchSource needs the image (needs_image is True)")

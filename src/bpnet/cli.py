@@ -232,12 +232,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _cmd_bench_decode(args: argparse.Namespace) -> int:
     from bpnet.bench.decode import bench_decode
     from bpnet.config import load_inference_spec
-    from bpnet.decode import DecoderParams
 
     spec = load_inference_spec(args.inference_spec, args.overrides)
     result = bench_decode(
         tuple(args.people), frames=args.frames, size=tuple(spec.input_shape),
-        params=DecoderParams.from_spec(spec),
+        params=spec.decoder_params(),
     )  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0

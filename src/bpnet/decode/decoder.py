@@ -1,7 +1,8 @@
 """Network maps -> people: peaks, limb scores, greedy matching, assembly, filtering.
 
-The inverse of :func:`bpnet.targets.encoder.encode`, with the same grid convention: output
-cell ``j`` is centred at input pixel ``stride*j + (stride-1)/2``; a map upsampled by ``f`` has
+The inverse of :func:`bpnet.targets.encoder.encode`, with the same grid convention
+(:mod:`bpnet.grid`): output cell ``j`` is centred at input pixel ``stride*j + (stride-1)/2``;
+a map upsampled by ``f`` has
 pixel ``u`` at input coordinate ``(u + 0.5) * stride / f - 0.5`` (``cv2.resize``'s half-pixel
 mapping), so with ``f = stride`` upsampled pixels are input pixels. Keypoints come out in
 network-input pixels; the caller maps them to the image with the inverse of its affine matrix.
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bpnet.config.inference import InferenceSpec
 from bpnet.decode.paf import group_people, line_integrals, match_greedy, merge_fragments
+from bpnet.grid import to_input
 from bpnet.pose.skeleton import PoseConfig
 
 _LOG_FLOOR = 1e-6  # heatmap values are clamped to this before the log of the Gaussian fit
@@ -41,7 +42,10 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.
 
 @dataclass(frozen=True)
 class DecoderParams:
-    """Post-processing settings, as plain values (see :class:`InferenceSpec` for meanings).
+    """Post-processing settings, as plain values, and their defaults (TAO's where TAO has one).
+
+    An inference spec sets them (:meth:`bpnet.config.inference.InferenceSpec.decoder_params`,
+    whose docstring gives each one's meaning).
 
     Attributes:
         upsampling_factor: (fy, fx) heatmap upsampling before the peak search.
@@ -70,22 +74,6 @@ class DecoderParams:
     max_peaks: int = 128
     refine: bool = True
     fragment_merge_ratio: float = 2.0
-
-    @classmethod
-    def from_spec(cls, spec: InferenceSpec) -> DecoderParams:
-        """The decoder settings of an inference spec."""
-        return cls(
-            upsampling_factor=tuple(spec.output_upsampling_factor),
-            smoothing_sigma=spec.smoothing_sigma,
-            heatmap_threshold=spec.heatmap_threshold,
-            paf_threshold=spec.paf_threshold,
-            line_integral_samples=spec.line_integral_samples,
-            min_paf_fraction=spec.min_paf_fraction,
-            min_parts=spec.min_parts,
-            min_mean_score=spec.min_mean_score,
-            max_people=spec.max_people,
-            fragment_merge_ratio=spec.fragment_merge_ratio,
-        )
 
 
 @dataclass(frozen=True)
@@ -126,7 +114,7 @@ def decode(
     heatmaps: np.ndarray,
     pafs: np.ndarray,
     pose: PoseConfig,
-    params: DecoderParams | InferenceSpec | None = None,
+    params: DecoderParams | None = None,
     *,
     stride: int = 8,
 ) -> People:
@@ -145,7 +133,7 @@ def decode(
             background channel may be left out: (J, h, w)).
         pafs: (2L, h, w) PAFs on the same grid; limb i in channels 2i (x), 2i + 1 (y).
         pose: the skeleton the network was trained with.
-        params: decoder settings or an inference spec; None uses TAO's defaults.
+        params: decoder settings (``InferenceSpec.decoder_params()``); None uses the defaults.
         stride: network output stride (input pixels per output cell).
 
     Returns:
@@ -155,10 +143,7 @@ def decode(
     Raises:
         ValueError: when the channel counts do not match ``pose``.
     """
-    if params is None:
-        params = DecoderParams()
-    elif isinstance(params, InferenceSpec):
-        params = DecoderParams.from_spec(params)
+    params = params or DecoderParams()
     heatmaps = _clean(heatmaps)
     pafs = _clean(pafs)
     if heatmaps.shape[0] not in (pose.num_joints, pose.num_heatmap_channels):
@@ -354,8 +339,7 @@ def find_peaks(
             fine_y = np.where(far, near_y, fine_y)
             fine_values = np.where(far, np.minimum(values, 1.0), fine_values)
         gx, gy, values = fine_x, fine_y, fine_values
-    xs = stride * gx + (stride - 1) / 2
-    ys = stride * gy + (stride - 1) / 2
+    xs, ys = to_input(gx, stride), to_input(gy, stride)
     table = np.stack([xs, ys, values], axis=1).astype(np.float32)  # (N, 3)
     # refinement can bring two maxima of one blob (say, either side of a dent) to one place:
     # keep the best peak per output cell, which also bounds the count on noise

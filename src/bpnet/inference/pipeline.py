@@ -25,6 +25,7 @@ from bpnet.data.coco import PERSON_CATEGORY_ID, CocoSplit, detections_for_image,
 from bpnet.data.dataset import read_image
 from bpnet.data.transforms import apply_affine, invert_affine, letterbox_matrix
 from bpnet.decode import DecoderParams, People, decode
+from bpnet.grid import grid_matrix
 from bpnet.pose import PoseConfig
 
 
@@ -105,14 +106,6 @@ def full_resolution(width: int, height: int, multiple: int = STRIDE) -> list[Sca
     return [ScaledInput(size, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))]
 
 
-def _grid_matrix(stride: int) -> np.ndarray:
-    """(3, 3) map from input pixels to stride-grid coordinates (cell centres at integers)."""
-    centre = (stride - 1) / 2
-    return np.array(
-        [[1 / stride, 0, -centre / stride], [0, 1 / stride, -centre / stride], [0, 0, 1]]
-    )
-
-
 def _h(matrix: np.ndarray) -> np.ndarray:
     return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
 
@@ -131,7 +124,7 @@ def fuse_scales(
     if len(inputs) == 1:
         return *maps[0], inputs[0]
     t_input = max(inputs, key=lambda i: i.size[0] * i.size[1])
-    grid = _grid_matrix(stride)
+    grid = grid_matrix(stride)
     h, w = t_input.size[0] // stride, t_input.size[1] // stride
     heat, pafs = [], []
     for (heatmaps, paf), source in zip(maps, inputs, strict=True):
@@ -237,7 +230,7 @@ class Predictor:
         self.source = source
         self.pose = pose
         self.spec = spec
-        self.params = DecoderParams.from_spec(spec)
+        self.params = spec.decoder_params()
         self.full_resolution = full_resolution
         # the annotation file's column of each dataset keypoint (None: the dataset's own order)
         self.columns = keypoint_order(split, pose) if split else None

@@ -42,7 +42,7 @@ from bpnet.config import (
 from bpnet.config.inference import InferenceSpec
 from bpnet.config.spec import STRIDE
 from bpnet.data.coco import split_paths
-from bpnet.data.dataset import build_dataloader
+from bpnet.data.dataset import build_dataloader, dataset_root
 from bpnet.errors import BpnetError, DatasetError, SpecError
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
@@ -362,14 +362,15 @@ def seed_everything(seed: int) -> None:
 
 
 def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path | None:
-    root = root if root is not None else spec.dataloader.dataset_config.root_data_path
     data = spec.dataloader.dataset_config
     if data.unlabelled_images is not None and not spec.teacher_model:
         raise SpecError(
             f"dataloader.dataset_config.unlabelled_images ({data.unlabelled_images}) has no "
             "labels: only a teacher_model can teach on it; set teacher_model or remove it"
         )
-    if root is None and data.unlabelled_images is not None:
+    # without a root, unlabelled_images alone can be trained on (by a teacher)
+    root = dataset_root(root, data, required=data.unlabelled_images is None, command="bpnet train")
+    if root is None:
         if data.train_split is not None:
             raise DatasetError(
                 f"train_split {data.train_split!r} needs a dataset root (bpnet train -d ROOT); "
@@ -381,11 +382,6 @@ def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path 
                 "val_split is scored) or set validation_every_n_epoch: 0"
             )
         return None  # pictures only: a teacher's maps teach
-    if root is None:
-        raise DatasetError(
-            "no dataset root: pass one (bpnet train -d ROOT) or set "
-            "dataloader.dataset_config.root_data_path in the spec"
-        )
     if spec.validation_every_n_epoch:
         # fail now rather than after the first epochs
         ann_file, _ = split_paths(root, spec.dataloader.dataset_config.val_split)
@@ -394,7 +390,7 @@ def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path 
                 f"{ann_file}: validation annotation file not found; fix "
                 "dataloader.dataset_config.val_split or set validation_every_n_epoch: 0"
             )
-    return Path(root)
+    return root
 
 
 def _with_root(spec: ExperimentSpec, root: Path | None) -> ExperimentSpec:

@@ -8,10 +8,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpnet.config import save_spec
+from bpnet.config import load_experiment_spec, resolve_pose_config, save_spec
 from bpnet.config.inference import InferenceSpec
 from bpnet.data.coco import build_records, load_coco_split
-from bpnet.errors import DatasetError
+from bpnet.errors import BpnetError, DatasetError
 from bpnet.evaluate.coco_eval import METRIC_NAMES, coco_keypoint_ap, oks_sigmas_for
 from bpnet.evaluate.oracle import OracleSource
 from bpnet.inference.pipeline import MapSource, Predictor
@@ -32,6 +32,71 @@ class EvalReport:
 
     def as_dict(self) -> dict:
         return {**self.metrics, "timings": self.timings, **self.info}
+
+
+def run_evaluation(
+    root: str | Path,
+    split: str,
+    results_dir: str | Path,
+    spec: InferenceSpec,
+    *,
+    model: str | Path | None = None,
+    experiment_spec: str | Path | None = None,
+    oracle: bool = False,
+    oracle_resolution: str = "network",
+    detections: str | Path | None = None,
+    bf16: bool = False,
+) -> EvalReport:
+    """``bpnet evaluate``: score a model, the oracle (the decoder alone) or a results file.
+
+    Args:
+        root: dataset root in the COCO layout.
+        split: split name.
+        results_dir: receives the result files (:func:`evaluate`) and the experiment spec the
+            maps follow (``experiment_spec.yaml``: skeleton, target sigma and PAF width).
+        spec: input geometry and decoder settings.
+        model: a ``.pth``, ``.onnx`` or ``.engine`` file; default ``spec.model_path``. Its own
+            skeleton and training spec are used.
+        experiment_spec: the training spec of the oracle and of ``detections`` (skeleton,
+            targets); default ``spec.train_spec``, else TAO's defaults.
+        oracle: evaluate the ground truth's own targets (no model).
+        oracle_resolution: ``network`` (the inputs ``spec`` describes) or ``full``.
+        detections: score this COCO keypoint results file instead of running anything.
+        bf16: bfloat16 autocast (``.pth`` models).
+
+    Raises:
+        BpnetError: no model, or a model with ``oracle`` or ``detections``; bad files.
+    """
+    train_spec = load_experiment_spec(experiment_spec or spec.train_spec)
+    pose = resolve_pose_config(train_spec.dataloader)
+    if detections is not None:
+        if model is not None or oracle:
+            raise BpnetError("--detections scores an existing file: drop -m / --oracle")
+        return evaluate_detections(root, split, detections, results_dir, pose)
+    if oracle:
+        if model is not None:
+            raise BpnetError("--oracle evaluates the ground truth: drop -m MODEL")
+        labels = train_spec.dataloader.label_processor_config
+        source = OracleSource(
+            pose, sigma=labels.heatmap_gaussian_sigma, paf_width=labels.paf_ortho_dist_thresh
+        )
+        resolution, label = oracle_resolution, "oracle"
+    else:
+        from bpnet.inference.runtime import load_model
+
+        model = model or spec.model_path
+        if model is None:
+            raise BpnetError("bpnet evaluate: give a model with -m MODEL, or use --oracle")
+        loaded = load_model(model)
+        pose, train_spec = loaded.pose, loaded.train_spec  # what the model was trained with
+        source = loaded.source(stage=spec.output_stage_to_use, bf16=bf16)
+        resolution, label = "network", str(model)
+    report = evaluate(
+        root, split, results_dir, source, pose, spec, resolution=resolution, label=label
+    )
+    # the targets' sigma and PAF width and the skeleton come from here: keep it beside
+    save_spec(train_spec, Path(results_dir) / "experiment_spec.yaml")
+    return report
 
 
 def evaluate(

@@ -95,7 +95,7 @@ def _images_from_json(path: Path) -> list[tuple[Path, int]]:
 
 
 def run_inference(
-    model: str | Path,
+    model: str | Path | None,
     source: str | Path,
     results_dir: str | Path,
     spec: InferenceSpec,
@@ -109,7 +109,7 @@ def run_inference(
 
     Args:
         model: a ``.pth``, ``.onnx`` or ``.engine`` file (see
-            :func:`bpnet.inference.runtime.load_model`).
+            :func:`bpnet.inference.runtime.load_model`); None: ``spec.model_path``.
         source: an image file, a folder of images or a JSON list of images.
         results_dir: receives ``detections.json`` and ``images/``.
         spec: input geometry and decoder settings.
@@ -126,6 +126,9 @@ def run_inference(
     """
     from bpnet.inference.runtime import load_model
 
+    model = model or spec.model_path
+    if model is None:
+        raise BpnetError("bpnet inference: give a model with -m MODEL (.pth, .onnx or .engine)")
     inputs = find_inputs(source, input_type)
     results_dir = check_output_dir(results_dir)
     loaded = load_model(model)

@@ -161,8 +161,10 @@ def sweep_checkpoint(
     thresholds: list[float],
     *,
     input_size: tuple[int, int] | None = None,
+    report_path: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> dict:
-    """Parameters and MACs a checkpoint keeps at each threshold; nothing is written.
+    """Parameters and MACs a checkpoint keeps at each threshold; no model is written.
 
     Only the decisions are made (no weights are cut): the costs follow from the widths.
 
@@ -172,13 +174,17 @@ def sweep_checkpoint(
             ``thresholds``).
         thresholds: pruning thresholds to try.
         input_size: as in :func:`prune_checkpoint`.
+        report_path: write the table here as JSON (checked before any work).
+        force: replace an existing ``report_path``.
 
     Returns:
-        The table (what ``--report`` saves): ``model``, ``input_size`` (H, W), ``note``
+        The table (what ``report_path`` receives): ``model``, ``input_size`` (H, W), ``note``
         (:func:`regularization_note`, or None) and ``rows``: the unpruned model first
         (``threshold`` None), then one ``{"threshold", "params", "gmacs", "params_kept",
         "macs_kept"}`` per threshold.
     """
+    if report_path is not None:
+        check_report_path(Path(report_path), force)
     trained = load_trained(model_path)
     checkpoint, model = trained.checkpoint, trained.model
     size = resolve_input_size(checkpoint, input_size, model.input_multiple)
@@ -190,7 +196,10 @@ def sweep_checkpoint(
         after = arch_cost(arch_with_widths(model.arch, plan.widths()), sizes)
         rows.append(_sweep_row(threshold, after, before))
     note = regularization_note(checkpoint)
-    return {"model": str(model_path), "input_size": list(size), "note": note, "rows": rows}
+    table = {"model": str(model_path), "input_size": list(size), "note": note, "rows": rows}
+    if report_path is not None:
+        write_json_atomic(report_path, table, indent=2)
+    return table
 
 
 def regularization_note(checkpoint: dict) -> str | None:

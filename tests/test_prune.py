@@ -32,13 +32,8 @@ from bpnet.prune import (
     plan_pruning,
     prune_model,
 )
-from bpnet.prune.pruner import (
-    _output_constants,
-    dependency_graph,
-    merge_stats,
-    normalize_stats,
-    retained_indices,
-)
+from bpnet.prune.cut import _output_constants, dependency_graph
+from bpnet.prune.rules import merge_stats, normalize_stats, retained_indices
 from test_train import subset
 
 SIDE = 64  # input side of every forward here: maps are 8x8

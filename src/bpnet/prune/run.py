@@ -15,8 +15,9 @@ from pathlib import Path
 from bpnet.errors import BpnetError
 from bpnet.io import check_output_dir, write_json_atomic
 from bpnet.models.checkpoint import SUFFIXES, load_trained, save_checkpoint
-from bpnet.prune.pruner import PruneSettings, arch_with_widths, plan_pruning, prune_model
+from bpnet.prune.cut import prune_model
 from bpnet.prune.report import Cost, arch_cost, conv_output_sizes, format_report, pruning_report
+from bpnet.prune.rules import PruneSettings, arch_with_widths, plan_pruning
 
 DEFAULT_INPUT_SIZE = (368, 368)  # TAO's training size, and the published OpenPose GMAC figure
 

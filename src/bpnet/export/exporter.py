@@ -109,6 +109,22 @@ class ExportOptions:
         return self.output.with_suffix(".fp32.onnx")
 
 
+@dataclass(frozen=True)
+class ExportPlan:
+    """What the checks settled before any work.
+
+    Attributes:
+        trt_version: the TensorRT version the calibration cache is written for (the installed
+            one when an engine is built).
+        tensorfile: INT8 from an existing ``--cal_data_file``: its batches.
+        images: INT8 from ``--cal_image_dir``: the images to pre-process (when no tensorfile).
+    """
+
+    trt_version: int = DEFAULT_TRT_VERSION
+    tensorfile: TensorFile | None = None
+    images: list[Path] | None = None
+
+
 def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> dict:
     """Export a checkpoint as the options say; return what was written.
 
@@ -164,16 +180,16 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         elif options.data_type == "fp16":
             save_onnx(convert_fp16(proto), onnx_out)
         else:
-            data = plan["tensorfile"] or _build_tensorfile(options, plan, stage, Path(tmp), say)
+            data = plan.tensorfile or _build_tensorfile(options, plan, stage, Path(tmp), say)
             reader = TensorfileReader(
-                data, io_, train_spec.dataloader.normalization_params, plan["batches"]
+                data, io_, train_spec.dataloader.normalization_params, options.batches
             )
             say(
                 f"calibrating on {len(reader)} batches of {data.batch_size} "
                 f"({data.size[0]}x{data.size[1]}, {options.cal_method})"
             )
             ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=_progress(say))
-            write_cache(stage("cal_cache_file", options.cache_path), ranges, plan["trt_version"])
+            write_cache(stage("cal_cache_file", options.cache_path), ranges, plan.trt_version)
             if options.sensitivity == "auto":
                 say("INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
                     f"{options.sensitivity_margin:g} dB below the median node's)")  # fmt: skip
@@ -241,8 +257,8 @@ def _unused_options(options: ExportOptions) -> list[tuple[list[str], str]]:
     return unused
 
 
-def _check(options: ExportOptions) -> dict:
-    """Validate everything that can be validated before work; return the INT8 plan."""
+def _check(options: ExportOptions) -> ExportPlan:
+    """Validate everything that can be validated before work; return what it settled."""
     if options.output.suffix.lower() != ".onnx":
         raise BpnetError(f"-o {options.output}: the output must be an .onnx file")
     if not options.model.is_file():
@@ -288,14 +304,14 @@ def _check(options: ExportOptions) -> dict:
         folders.add(options.cal_data_file.parent)
     for folder in sorted(folders):
         check_output_dir(folder)  # now, not after the calibration
-    plan = {"tensorfile": None, "images": None, "batches": None, "trt_version": DEFAULT_TRT_VERSION}
+    trt_version = DEFAULT_TRT_VERSION
     if options.engine_file is not None:
         from bpnet.export.tensorrt_engine import trt_version_number
         from bpnet.inference.tensorrt_source import import_tensorrt
 
-        plan["trt_version"] = trt_version_number(import_tensorrt("--engine_file"))
+        trt_version = trt_version_number(import_tensorrt("--engine_file"))
     if options.data_type != "int8":
-        return plan
+        return ExportPlan(trt_version)
     for name in ("batches", "batch_size"):
         if getattr(options, name) < 1:
             raise BpnetError(f"--{name} {getattr(options, name)}: must be >= 1")
@@ -304,17 +320,16 @@ def _check(options: ExportOptions) -> dict:
     if data_file is not None and data_file.exists() and not rebuild:
         data = read_tensorfile(data_file)
         _check_tensorfile(data, options)
-        plan["tensorfile"], plan["batches"] = data, options.batches
-    elif options.cal_image_dir is None:
+        return ExportPlan(trt_version, tensorfile=data)
+    if options.cal_image_dir is None:
         where = f"{data_file} does not exist" if data_file else "no --cal_data_file was given"
         raise BpnetError(
             f"--data_type int8 needs calibration images: {where}; pass --cal_image_dir"
         )
-    else:
-        plan["images"] = cal.choose_calibration_images(
-            options.cal_image_dir, options.batches, options.batch_size
-        )
-    return plan
+    images = cal.choose_calibration_images(
+        options.cal_image_dir, options.batches, options.batch_size
+    )
+    return ExportPlan(trt_version, images=images)
 
 
 def _check_tensorfile(data: TensorFile, options: ExportOptions) -> None:
@@ -334,7 +349,7 @@ def _check_tensorfile(data: TensorFile, options: ExportOptions) -> None:
 
 def _build_tensorfile(
     options: ExportOptions,
-    plan: dict,
+    plan: ExportPlan,
     stage: Callable[[str, Path], Path],
     tmp: Path,
     say: Callable[[str], None],
@@ -344,9 +359,8 @@ def _build_tensorfile(
     else:
         path = tmp / "calibration.tensor"
     size = options.input_dims or CALIBRATION_SIZE
-    say(f"pre-processing {len(plan['images'])} calibration images from {options.cal_image_dir}")
-    cal.build_calibration_data(plan["images"], path, size, options.batch_size)
-    plan["batches"] = options.batches
+    say(f"pre-processing {len(plan.images)} calibration images from {options.cal_image_dir}")
+    cal.build_calibration_data(plan.images, path, size, options.batch_size)
     return read_tensorfile(path)
 
 

@@ -276,23 +276,24 @@ def _train(
         record = {"kind": "epoch", "epoch": epoch, "step": step,
                   **_named(loss_sum / steps_per_epoch), "images_per_s": round(images_per_s, 2),
                   "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
-        note = ""
-        every = spec.validation_every_n_epoch
-        if dist.is_main and every and epoch % every == 0:
-            summary["validation"] = validate(model, spec, pose, root, results_dir, dist, amp_dtype)
-            record.update(summary["validation"])
-            note = f"val AP {summary['validation'].get('AP', float('nan')):.4f}"
         if dist.is_main:
-            progress.close(note)
-            log.write(record)
-            plot_loss_curve(log.records, results_dir / CURVE_FILE)
-            if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
-                save_checkpoint(
-                    checkpoint_path(results_dir, epoch), model, optimizer=optimizer,
-                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
-                    step=step, spec=spec, pose=pose, metrics=record,
-                )  # fmt: skip
-                prune_checkpoints(results_dir, spec.max_ckpt_to_keep)
+            validation = end_of_epoch(
+                record,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                spec=spec,
+                pose=pose,
+                root=root,
+                results_dir=results_dir,
+                dist=dist,
+                amp_dtype=amp_dtype,
+                progress=progress,
+                log=log,
+            )
+            if validation is not None:
+                summary["validation"] = validation
 
     if log is not None:
         log.close()
@@ -359,6 +360,60 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (third-party code may draw from the global generator)
     torch.manual_seed(seed)
+
+
+def end_of_epoch(
+    record: dict,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    spec: ExperimentSpec,
+    pose: PoseConfig,
+    root: Path | None,
+    results_dir: Path,
+    dist: DistInfo,
+    amp_dtype: torch.dtype | None,
+    progress: Progress,
+    log: MetricsLog,
+) -> dict | None:
+    """What rank 0 does after each epoch: validate (every ``validation_every_n_epoch``), log
+    the epoch's record, redraw the loss curve, save a checkpoint (every ``checkpoint_n_epoch``
+    and after the last epoch) and delete those beyond ``max_ckpt_to_keep``.
+
+    Args:
+        record: the epoch's ``metrics.jsonl`` record (``epoch``, ``step``, mean losses, ...);
+            the validation metrics are added to it.
+
+    Returns:
+        The validation metrics, or None when this epoch was not validated.
+    """
+    epoch = record["epoch"]
+    validation, note = None, ""
+    every = spec.validation_every_n_epoch
+    if every and epoch % every == 0:
+        validation = validate(model, spec, pose, root, results_dir, dist, amp_dtype)
+        record.update(validation)
+        note = f"val AP {validation.get('AP', float('nan')):.4f}"
+    progress.close(note)
+    log.write(record)
+    plot_loss_curve(log.records, results_dir / CURVE_FILE)
+    if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
+        save_checkpoint(
+            checkpoint_path(results_dir, epoch),
+            model,
+            optimizer=optimizer,
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
+            epoch=epoch,
+            step=record["step"],
+            spec=spec,
+            pose=pose,
+            metrics=record,
+        )
+        prune_checkpoints(results_dir, spec.max_ckpt_to_keep)
+    return validation
 
 
 def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path | None:
@@ -574,6 +629,7 @@ __all__ = [
     "check_finite",
     "compute_loss",
     "distillation_loss",
+    "end_of_epoch",
     "seed_everything",
     "train",
     "validate",

@@ -233,9 +233,9 @@ class Predictor:
         self.params = spec.decoder_params()
         self.full_resolution = full_resolution
         # the annotation file's column of each dataset keypoint (None: the dataset's own order)
-        self.columns = keypoint_order(split, pose) if split else None
-        self.num_columns = len(split.keypoint_names) if split else len(pose.dataset_keypoints)
-        self.category_id = split.category["id"] if split else PERSON_CATEGORY_ID
+        self.columns = None if split is None else keypoint_order(split, pose)
+        self.num_columns = None if split is None else len(split.keypoint_names)
+        self.category_id = PERSON_CATEGORY_ID if split is None else split.category["id"]
         self.seconds = {"read": 0.0, "maps": 0.0, "decode": 0.0}
 
     def inputs(self, width: int, height: int, source: MapSource | None = None) -> list[ScaledInput]:

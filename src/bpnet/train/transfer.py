@@ -127,7 +127,7 @@ def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Modu
         )
     trained = load_trained(source)
     check_normalization(spec, {"spec": to_dict(trained.train_spec)}, source)
-    trained.pose  # noqa: B018 - a teacher stores its skeleton, as every model bpnet runs
+    trained.pose  # noqa: B018 (raises for a checkpoint that stores no skeleton, as before)
     teacher = trained.model
     wanted = (student.num_heatmaps, student.num_pafs)
     if (teacher.num_heatmaps, teacher.num_pafs) != wanted:

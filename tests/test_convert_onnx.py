@@ -75,7 +75,7 @@ def test_imported_tfpose_metadata_round_trip_and_source(tfpose):
     image = np.random.default_rng(1).integers(0, 256, (75, 101, 3), dtype=np.uint8)  # BGR
     (geometry,) = input_geometry(101, 75, InferenceSpec(input_shape=(88, 88)), 16)
     assert geometry.size == (96, 128)  # 88 -> 96 (x16), width 96 x 101 / 75 = 129.3 -> 128
-    heatmaps, pafs = source(image, None, geometry)  # only the oracle reads the record
+    heatmaps, pafs = source(image, geometry)
     bgr = warp_rgb(image, geometry)[..., ::-1].astype(np.float32).transpose(2, 0, 1)[None]
     ref_heatmaps, ref_pafs = tfpose_reference(np.ascontiguousarray(bgr))
     np.testing.assert_allclose(heatmaps, ref_heatmaps[0], atol=1e-5, rtol=0)

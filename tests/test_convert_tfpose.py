@@ -13,8 +13,8 @@ from bpnet.convert.tfpose import import_tfpose, paf_permutation
 from bpnet.errors import BpnetError
 from bpnet.inference.runtime import load_model
 from bpnet.models import make_arch
+from bpnet.models.checkpoint import load_checkpoint
 from bpnet.pose import load_pose_config
-from bpnet.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TFPOSE = REPO / "pretrained" / "tfpose_mobilenet_v2_small"

@@ -260,7 +260,7 @@ def test_inference_spec_reads_a_tao_infer_spec(tmp_path):
     spec = load_spec(InferenceSpec, path)
     assert spec.input_shape == (288, 384) and spec.mode == "strict"
     assert spec.scales == (0.5, 1.0, 1.5, 2.0)
-    params = DecoderParams.from_spec(spec)
+    params = spec.decoder_params()
     assert params.upsampling_factor == (8, 8) and params.min_parts == 4
     assert InferenceSpec().mode == "default"
     assert InferenceSpec(multi_scale_inference=True).mode == "multi_scale"
@@ -285,11 +285,12 @@ def test_bad_inference_specs_name_the_field(tmp_path, text, needle):
         load_spec(InferenceSpec, path)
 
 
-def test_decode_accepts_an_inference_spec():
+def test_decode_with_an_inference_specs_settings():
     rng = np.random.default_rng(11)
     truth = in_view(synthetic_people(rng, 2, SIZE))
     t = encoded(truth)
-    people = decode(t.heatmaps, t.pafs, POSE, InferenceSpec(output_upsampling_factor=(2, 2)))
+    params = InferenceSpec(output_upsampling_factor=(2, 2)).decoder_params()
+    people = decode(t.heatmaps, t.pafs, POSE, params)
     check_round_trip(truth, people)
 
 

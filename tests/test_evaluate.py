@@ -15,12 +15,8 @@ from bpnet.config import load_inference_spec
 from bpnet.config.inference import InferenceSpec
 from bpnet.data.coco import build_records, load_coco_split
 from bpnet.decode import DecoderParams
-from bpnet.inference.pipeline import (
-    OracleSource,
-    full_resolution,
-    input_geometry,
-    predict_people,
-)
+from bpnet.evaluate.oracle import OracleSource
+from bpnet.inference.pipeline import full_resolution, input_geometry, predict_people
 from bpnet.pose import load_pose_config
 
 
@@ -89,7 +85,8 @@ def test_multi_scale_fusion_keeps_joints_in_place(coco_fixture):
     errors = []
     for record in records:
         geometry = input_geometry(record.width, record.height, spec)
-        found = predict_people(None, record, OracleSource(pose), pose, DecoderParams(), geometry)
+        oracle = OracleSource(pose).bind(record)
+        found = predict_people(None, oracle, pose, DecoderParams(), geometry)
         for j in range(pose.num_joints):
             truth = record.keypoints[record.keypoints[:, j, 2] > 0, j, :2]  # (T, 2)
             hits = found.keypoints[found.keypoints[:, j, 2] > 0, j, :2]  # (F, 2)
@@ -277,7 +274,7 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
     """An untrained small model saved the way `bpnet train` saves one."""
     from bpnet.config import load_experiment_spec
     from bpnet.models import build_model
-    from bpnet.train.checkpoint import save_checkpoint
+    from bpnet.models.checkpoint import save_checkpoint
 
     spec = load_experiment_spec(
         None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]

@@ -148,7 +148,7 @@ def test_fp16_export_runs_and_is_close(tmp_path):
 def checkpoint(tmp_path_factory) -> Path:
     """A small real BodyPoseNet saved the way `bpnet train` saves one."""
     from bpnet.models import build_model
-    from bpnet.train.checkpoint import save_checkpoint
+    from bpnet.models.checkpoint import save_checkpoint
 
     spec = load_experiment_spec(
         None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]
@@ -690,8 +690,7 @@ def test_onnx_source_equals_torch_source_in_every_mode(checkpoint, synth, tmp_pa
             for record in records:
                 image = read_image(record.path)
                 for geometry in input_geometry(record.width, record.height, spec):
-                    for x, y in zip(a(image, record, geometry), b(image, record, geometry),
-                                    strict=True):  # fmt: skip
+                    for x, y in zip(a(image, geometry), b(image, geometry), strict=True):
                         np.testing.assert_allclose(y, x, atol=1e-4, rtol=0)
 
 

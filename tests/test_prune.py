@@ -21,6 +21,7 @@ from bpnet.models import (
     model_from_arch,
 )
 from bpnet.models.blocks import ConvBlock, DepthwiseConvBlock
+from bpnet.models.checkpoint import load_checkpoint, save_checkpoint
 from bpnet.pose import load_pose_config
 from bpnet.prune import (
     PruneSettings,
@@ -31,14 +32,8 @@ from bpnet.prune import (
     plan_pruning,
     prune_model,
 )
-from bpnet.prune.pruner import (
-    _output_constants,
-    dependency_graph,
-    merge_stats,
-    normalize_stats,
-    retained_indices,
-)
-from bpnet.train.checkpoint import load_checkpoint, save_checkpoint
+from bpnet.prune.cut import _output_constants, dependency_graph
+from bpnet.prune.rules import merge_stats, normalize_stats, retained_indices
 from test_train import subset
 
 SIDE = 64  # input side of every forward here: maps are 8x8

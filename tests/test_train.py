@@ -24,10 +24,10 @@ import tiny_model
 from bpnet.cli import main
 from bpnet.config import load_experiment_spec, to_dict
 from bpnet.errors import BpnetError
+from bpnet.models import checkpoint as ckpt
 from bpnet.models import load_state_checked, model_from_arch
 from bpnet.pose import load_pose_config
 from bpnet.pose.skeleton import parse_pose_config
-from bpnet.train import checkpoint as ckpt
 from bpnet.train import trainer
 from bpnet.train.distributed import needs_launch, torchrun_command
 

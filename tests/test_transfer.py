@@ -12,11 +12,11 @@ from bpnet.config import load_experiment_spec
 from bpnet.convert.tfpose import import_tfpose
 from bpnet.errors import DatasetError, SpecError
 from bpnet.inference.runtime import load_model
+from bpnet.models.checkpoint import save_checkpoint
 from bpnet.pose import load_pose_config
 from bpnet.pose.skeleton import load_pose_config as load_pose_file
 from bpnet.prune import PruneSettings, prune_model
 from bpnet.train import trainer, transfer
-from bpnet.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "coco_fixture"

@@ -2,7 +2,8 @@
 
 A TAO ``infer_spec.yaml`` reads unchanged (``model_path`` and ``train_spec`` are accepted; the
 command line's ``-m`` wins). Fields after ``scales`` are ours: TAO hard-codes them in its
-post-processor; the defaults here are TAO's values where TAO has one.
+post-processor. The decoder's settings default to :class:`~bpnet.decode.DecoderParams`'s values
+(TAO's where TAO has one); :meth:`InferenceSpec.decoder_params` hands them to the decoder.
 
 Example (TAO's "strict" mode, used to compare FP32 / FP16 / INT8)::
 
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bpnet.config.spec import _check_side, _require
+from bpnet.decode.decoder import DecoderParams
+
+_DECODER = DecoderParams()  # the decoder's defaults are the spec's
 
 
 @dataclass(frozen=True)
@@ -61,18 +65,18 @@ class InferenceSpec:
         "adjust_network_input"
     )
     output_stage_to_use: int | None = None
-    output_upsampling_factor: tuple[int, int] = (8, 8)
-    heatmap_threshold: float = 0.1
-    paf_threshold: float = 0.05
+    output_upsampling_factor: tuple[int, int] = _DECODER.upsampling_factor
+    heatmap_threshold: float = _DECODER.heatmap_threshold
+    paf_threshold: float = _DECODER.paf_threshold
     multi_scale_inference: bool = False
     scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
-    smoothing_sigma: float = 3.0
-    line_integral_samples: int = 10
-    min_paf_fraction: float = 0.8
-    min_parts: int = 4
-    min_mean_score: float = 0.4
-    fragment_merge_ratio: float = 2.0
-    max_people: int | None = None
+    smoothing_sigma: float = _DECODER.smoothing_sigma
+    line_integral_samples: int = _DECODER.line_integral_samples
+    min_paf_fraction: float = _DECODER.min_paf_fraction
+    min_parts: int = _DECODER.min_parts
+    min_mean_score: float = _DECODER.min_mean_score
+    fragment_merge_ratio: float = _DECODER.fragment_merge_ratio
+    max_people: int | None = _DECODER.max_people
 
     def __post_init__(self):
         _check_side(self.input_shape[0], "input_shape[0]")
@@ -106,6 +110,21 @@ class InferenceSpec:
             self.max_people is None or self.max_people >= 1,
             "max_people",
             "must be >= 1 or null (no limit)",
+        )
+
+    def decoder_params(self) -> DecoderParams:
+        """The decoder settings of this spec."""
+        return DecoderParams(
+            upsampling_factor=tuple(self.output_upsampling_factor),
+            smoothing_sigma=self.smoothing_sigma,
+            heatmap_threshold=self.heatmap_threshold,
+            paf_threshold=self.paf_threshold,
+            line_integral_samples=self.line_integral_samples,
+            min_paf_fraction=self.min_paf_fraction,
+            min_parts=self.min_parts,
+            min_mean_score=self.min_mean_score,
+            max_people=self.max_people,
+            fragment_merge_ratio=self.fragment_merge_ratio,
         )
 
     @property

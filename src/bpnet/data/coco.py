@@ -1,4 +1,5 @@
-"""COCO keypoint files: load and validate one split, then turn it into per-image records.
+"""COCO keypoint files: load and validate one split, turn it into per-image records, and write
+the people found as COCO keypoint results (:func:`detections_for_image`).
 
 A dataset root has the official COCO layout, unchanged::
 
@@ -34,6 +35,27 @@ from bpnet.errors import DatasetError
 from bpnet.io import read_json
 from bpnet.pose import PoseConfig
 
+PERSON_CATEGORY_ID = 1  # COCO's "person"
+COCO_KEYPOINTS = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+"""The 17 COCO person keypoints, in the order of the annotation arrays."""
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
 IMAGE_KEYS = ("id", "file_name", "width", "height")
 LAYOUT_HINT = (
@@ -620,6 +642,32 @@ def empty_record(
         ignore=(),
         labelled=labelled,
     )
+
+
+def detections_for_image(
+    image_id: int, keypoints: np.ndarray, scores: np.ndarray, category_id: int
+) -> list[dict]:
+    """COCO result records for the people found in one image.
+
+    Args:
+        image_id: the image's id in the annotation file.
+        keypoints: (N, K, 3) x, y, confidence in original image pixels, in the dataset's
+            keypoint order; keypoints not found are zeros.
+        scores: (N,) person scores (they rank detections for AP).
+        category_id: the keypoint category's id.
+    """
+    out = []
+    for person, score in zip(keypoints, scores, strict=True):
+        flat = np.round(person.astype(np.float64), 2).reshape(-1)
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(category_id),
+                "keypoints": flat.tolist(),
+                "score": round(float(score), 5),
+            }
+        )
+    return out
 
 
 def _region(entry: dict, box: list[float]) -> Any:

@@ -29,12 +29,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bpnet.config import resolve_pose_config
-from bpnet.config.spec import AugmentationConfig, ExperimentSpec, NormalizationParams
+from bpnet.config.spec import (
+    AugmentationConfig,
+    DatasetConfig,
+    ExperimentSpec,
+    NormalizationParams,
+)
 from bpnet.data.coco import ImageRecord, build_records, empty_record, load_coco_split
 from bpnet.data.masks import record_mask
 from bpnet.data.transforms import (
     color_jitter,
     letterbox_matrix,
+    normalize_image,
     sample_person_centric,
     transform_keypoints,
     warp_image,
@@ -161,8 +167,7 @@ class CocoPoseDataset(Dataset):
         normalization = normalization or NormalizationParams()
         self.augmentation = augmentation or AugmentationConfig()
         self.seed = seed
-        self._inv_scale = [1.0 / s for s in normalization.image_scale]
-        self._offset = list(normalization.image_offset)
+        self.normalization = normalization
         self.samples = self._index(use_images_without_people)
 
     def _index(self, use_images_without_people: bool) -> list[tuple[int, int]]:
@@ -212,7 +217,7 @@ class CocoPoseDataset(Dataset):
             record.keypoints[:people], matrix, self.flip_permutation if flipped else None
         )
         return {
-            "image": torch.from_numpy(self._normalize(image)),
+            "image": torch.from_numpy(normalize_image(image, self.normalization)),
             "keypoints": torch.from_numpy(keypoints),
             "num_people": torch.tensor(people, dtype=torch.int64),
             "mask": torch.from_numpy(mask),
@@ -220,15 +225,6 @@ class CocoPoseDataset(Dataset):
             "matrix": torch.from_numpy(matrix),
             "image_size": torch.tensor([record.height, record.width], dtype=torch.int64),
         }
-
-    def _normalize(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (3, H, W) float32 ``rgb / image_scale - image_offset``."""
-        out = np.empty((3, *image.shape[:2]), np.float32)
-        # plane by plane: cheaper than a strided HWC -> CHW float conversion
-        for c, plane in enumerate(cv2.split(image)):
-            np.multiply(plane, np.float32(self._inv_scale[c]), out=out[c])
-            out[c] -= np.float32(self._offset[c])
-        return out
 
     def _matrix(
         self, record: ImageRecord, person: int, rng: np.random.Generator
@@ -325,13 +321,8 @@ def build_dataset(
     """
     config = spec.dataloader
     data_config = config.dataset_config
-    root = root if root is not None else data_config.root_data_path
     extra = data_config.unlabelled_images if train else None
-    if root is None and extra is None:
-        raise DatasetError(
-            "no dataset root: pass one (bpnet ... -d ROOT) or set "
-            "dataloader.dataset_config.root_data_path in the spec"
-        )
+    root = dataset_root(root, data_config, required=extra is None)
     split = split or (data_config.train_split if train else data_config.val_split)
     pose = pose or resolve_pose_config(config)
     records = []
@@ -352,6 +343,28 @@ def build_dataset(
         use_images_without_people=data_config.use_images_without_people,
         seed=spec.random_seed if seed is None else seed,
     )
+
+
+def dataset_root(
+    root: str | os.PathLike | None,
+    config: DatasetConfig,
+    *,
+    required: bool = True,
+    command: str = "bpnet ...",
+) -> Path | None:
+    """The dataset root: ``root`` (the command line's ``-d``) when given, else the spec's
+    ``root_data_path``; None when neither is set and it is not ``required``.
+
+    Raises:
+        DatasetError: neither is set and ``required``.
+    """
+    root = root if root is not None else config.root_data_path
+    if root is None and required:
+        raise DatasetError(
+            f"no dataset root: pass one ({command} -d ROOT) or set "
+            "dataloader.dataset_config.root_data_path in the spec"
+        )
+    return None if root is None else Path(root)
 
 
 def build_dataloader(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bpnet.config.spec import ColorAugParams, SpatialAugParams
+from bpnet.config.spec import ColorAugParams, NormalizationParams, SpatialAugParams
 
 # Border fill of warped images: mid grey, which the default normalisation maps to ~0.
 BORDER_GREY = 128
@@ -166,6 +166,21 @@ def warp_image(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(border, border, border),
     )
+
+
+def normalize_image(rgb: np.ndarray, normalization: NormalizationParams) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 network input ``rgb / image_scale - image_offset``.
+
+    The one normalisation of training, evaluation and every exported model's input. Each plane
+    is multiplied by the reciprocal of its scale (exact for the power-of-two scales of TAO's
+    defaults and of imported models), then shifted.
+    """
+    out = np.empty((3, *rgb.shape[:2]), np.float32)
+    # plane by plane: cheaper than a strided HWC -> CHW float conversion
+    for c, plane in enumerate(cv2.split(rgb)):
+        np.multiply(plane, np.float32(1.0 / normalization.image_scale[c]), out=out[c])
+        out[c] -= np.float32(normalization.image_offset[c])
+    return out
 
 
 def warp_mask(mask: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,16 +1,17 @@
 """Part Affinity Field assembly: score candidate limbs, match them, group joints into people.
 
 Everything here works in network-input pixels; PAF maps stay on the network's output grid and
-are sampled bilinearly at the exact sub-pixel points (the grid convention of
-:mod:`bpnet.targets.encoder`: cell ``j`` is centred at input coordinate ``stride*j +
-(stride-1)/2``). That equals reading a linearly upsampled map at the point, without building
-the 2L full-resolution channels.
+are sampled bilinearly at the exact sub-pixel points (the grid convention of :mod:`bpnet.grid`:
+cell ``j`` is centred at input coordinate ``stride*j + (stride-1)/2``). That equals reading a
+linearly upsampled map at the point, without building the 2L full-resolution channels.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from bpnet.grid import to_grid
 
 _REMAP_ROWS = 32767  # cv2.remap's limit on map rows
 
@@ -100,8 +101,8 @@ def _along(
     delta = ends - starts  # (m, 2)
     length = np.sqrt((delta**2).sum(-1))  # (m,)
     unit = delta / np.maximum(length, 1e-6)[:, None]
-    grid = (starts[:, None] + t[:, None] * delta[:, None] - (stride - 1) / 2) / stride
-    gx, gy = np.ascontiguousarray(grid[..., 0]), np.ascontiguousarray(grid[..., 1])  # (m, S)
+    points = to_grid(starts[:, None] + t[:, None] * delta[:, None], stride)  # (m, S, 2)
+    gx, gy = np.ascontiguousarray(points[..., 0]), np.ascontiguousarray(points[..., 1])
     field = np.zeros((len(limb), len(t), 2), np.float32)
     bounds = np.searchsorted(limb, np.arange(len(fields) + 1))
     for k in np.flatnonzero(np.diff(bounds)):

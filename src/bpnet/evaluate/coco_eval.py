@@ -1,4 +1,5 @@
-"""COCO keypoint AP with pycocotools, and the detection records it reads."""
+"""COCO keypoint AP with pycocotools, on the result records of
+:func:`bpnet.data.coco.detections_for_image`."""
 
 from __future__ import annotations
 
@@ -8,43 +9,12 @@ import io
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
-from bpnet.data.coco import CocoSplit, keypoint_order
+from bpnet.data.coco import COCO_KEYPOINTS, CocoSplit, keypoint_order
 from bpnet.errors import DatasetError
 from bpnet.pose import PoseConfig
 
 MAX_DETS = 20  # COCO's keypoint protocol: at most 20 people per image are scored
-COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-
-
-def detections_for_image(
-    image_id: int, keypoints: np.ndarray, scores: np.ndarray, category_id: int
-) -> list[dict]:
-    """COCO result records for the people found in one image.
-
-    Args:
-        image_id: the image's id in the annotation file.
-        keypoints: (N, K, 3) x, y, confidence in original image pixels, in the dataset's
-            keypoint order; keypoints not found are zeros.
-        scores: (N,) person scores (they rank detections for AP).
-        category_id: the keypoint category's id.
-    """
-    out = []
-    for person, score in zip(keypoints, scores, strict=True):
-        flat = np.round(person.astype(np.float64), 2).reshape(-1)
-        out.append(
-            {
-                "image_id": int(image_id),
-                "category_id": int(category_id),
-                "keypoints": flat.tolist(),
-                "score": round(float(score), 5),
-            }
-        )
-    return out
 
 
 def coco_keypoint_ap(
@@ -54,7 +24,8 @@ def coco_keypoint_ap(
 
     Args:
         split: the loaded ground truth.
-        detections: COCO keypoint result records (:func:`detections_for_image`).
+        detections: COCO keypoint result records
+            (:func:`bpnet.data.coco.detections_for_image`).
         sigmas: (K,) OKS sigmas in the file's keypoint order; None means COCO's, which only
             fit the 17 COCO keypoints.
 

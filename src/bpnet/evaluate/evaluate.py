@@ -5,25 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from bpnet.config import save_spec
+from bpnet.config import load_experiment_spec, resolve_pose_config, save_spec
 from bpnet.config.inference import InferenceSpec
-from bpnet.data.coco import build_records, keypoint_order, load_coco_split
-from bpnet.data.dataset import read_image
-from bpnet.decode import DecoderParams
-from bpnet.errors import DatasetError
-from bpnet.evaluate.coco_eval import (
-    METRIC_NAMES,
-    coco_keypoint_ap,
-    detections_for_image,
-    oks_sigmas_for,
-)
-from bpnet.inference.pipeline import MapSource, full_resolution, input_geometry, predict_people
+from bpnet.data.coco import build_records, load_coco_split
+from bpnet.errors import BpnetError, DatasetError
+from bpnet.evaluate.coco_eval import METRIC_NAMES, coco_keypoint_ap, oks_sigmas_for
+from bpnet.evaluate.oracle import OracleSource
+from bpnet.inference.pipeline import MapSource, Predictor
 from bpnet.io import check_output_dir, read_json, write_json_atomic, write_text_atomic
 from bpnet.pose import PoseConfig
 
@@ -41,6 +32,71 @@ class EvalReport:
 
     def as_dict(self) -> dict:
         return {**self.metrics, "timings": self.timings, **self.info}
+
+
+def run_evaluation(
+    root: str | Path,
+    split: str,
+    results_dir: str | Path,
+    spec: InferenceSpec,
+    *,
+    model: str | Path | None = None,
+    experiment_spec: str | Path | None = None,
+    oracle: bool = False,
+    oracle_resolution: str = "network",
+    detections: str | Path | None = None,
+    bf16: bool = False,
+) -> EvalReport:
+    """``bpnet evaluate``: score a model, the oracle (the decoder alone) or a results file.
+
+    Args:
+        root: dataset root in the COCO layout.
+        split: split name.
+        results_dir: receives the result files (:func:`evaluate`) and the experiment spec the
+            maps follow (``experiment_spec.yaml``: skeleton, target sigma and PAF width).
+        spec: input geometry and decoder settings.
+        model: a ``.pth``, ``.onnx`` or ``.engine`` file; default ``spec.model_path``. Its own
+            skeleton and training spec are used.
+        experiment_spec: the training spec of the oracle and of ``detections`` (skeleton,
+            targets); default ``spec.train_spec``, else TAO's defaults.
+        oracle: evaluate the ground truth's own targets (no model).
+        oracle_resolution: ``network`` (the inputs ``spec`` describes) or ``full``.
+        detections: score this COCO keypoint results file instead of running anything.
+        bf16: bfloat16 autocast (``.pth`` models).
+
+    Raises:
+        BpnetError: no model, or a model with ``oracle`` or ``detections``; bad files.
+    """
+    train_spec = load_experiment_spec(experiment_spec or spec.train_spec)
+    pose = resolve_pose_config(train_spec.dataloader)
+    if detections is not None:
+        if model is not None or oracle:
+            raise BpnetError("--detections scores an existing file: drop -m / --oracle")
+        return evaluate_detections(root, split, detections, results_dir, pose)
+    if oracle:
+        if model is not None:
+            raise BpnetError("--oracle evaluates the ground truth: drop -m MODEL")
+        labels = train_spec.dataloader.label_processor_config
+        source = OracleSource(
+            pose, sigma=labels.heatmap_gaussian_sigma, paf_width=labels.paf_ortho_dist_thresh
+        )
+        resolution, label = oracle_resolution, "oracle"
+    else:
+        from bpnet.inference.runtime import load_model
+
+        model = model or spec.model_path
+        if model is None:
+            raise BpnetError("bpnet evaluate: give a model with -m MODEL, or use --oracle")
+        loaded = load_model(model)
+        pose, train_spec = loaded.pose, loaded.train_spec  # what the model was trained with
+        source = loaded.source(stage=spec.output_stage_to_use, bf16=bf16)
+        resolution, label = "network", str(model)
+    report = evaluate(
+        root, split, results_dir, source, pose, spec, resolution=resolution, label=label
+    )
+    # the targets' sigma and PAF width and the skeleton come from here: keep it beside
+    save_spec(train_spec, Path(results_dir) / "experiment_spec.yaml")
+    return report
 
 
 def evaluate(
@@ -61,7 +117,8 @@ def evaluate(
         split: split name.
         results_dir: receives ``detections_coco_format.json``, ``results.json``,
             ``results.csv`` and the resolved ``infer_spec.yaml``.
-        source: what produces the maps (a network, or :class:`~bpnet.inference.OracleSource`).
+        source: what produces the maps: a network, or an
+            :class:`~bpnet.evaluate.oracle.OracleSource` (bound to each image's record here).
         pose: the skeleton the maps follow.
         spec: input geometry (mode, scales) and decoder settings.
         resolution: ``network`` (the inputs ``spec`` describes) or ``full`` (the image's own
@@ -76,29 +133,18 @@ def evaluate(
     if not data.image_ids:
         raise DatasetError(f"{data.ann_file}: the 'images' list is empty; nothing to evaluate")
     records = build_records(data, pose)
-    params = DecoderParams.from_spec(spec)
+    predictor = Predictor(source, pose, spec, full_resolution=resolution == "full", split=data)
     detections: list[dict] = []
-    order = keypoint_order(data, pose)
-    seconds = {"read": 0.0, "maps": 0.0, "decode": 0.0}
     for record in records:
-        start = time.perf_counter()
-        image = (
-            read_image(record.path, (record.height, record.width)) if source.needs_image else None
-        )
-        seconds["read"] += time.perf_counter() - start
-        if resolution == "full":
-            inputs = full_resolution(record.width, record.height, source.input_multiple)
-        else:
-            inputs = input_geometry(record.width, record.height, spec, source.input_multiple)
-        people = predict_people(image, record, source, pose, params, inputs, seconds)
-        keypoints = np.zeros((len(people), len(data.keypoint_names), 3), np.float32)
-        keypoints[:, order] = people.to_dataset(pose)  # the file's own keypoint order
-        detections += detections_for_image(
-            record.image_id, keypoints, people.scores, data.category["id"]
-        )
+        # the oracle draws each image's ground truth; a network sees only the pixels
+        own = source.bind(record) if isinstance(source, OracleSource) else source
+        size = (record.height, record.width)
+        detections += predictor(record.path, record.image_id, size, source=own).detections
     metrics, summary = coco_keypoint_ap(data, detections, oks_sigmas_for(data, pose))
     images = len(records)
-    timings = {f"{k}_ms_per_image": round(1000 * v / images, 2) for k, v in seconds.items()}
+    timings = {
+        f"{k}_ms_per_image": round(1000 * v / images, 2) for k, v in predictor.seconds.items()
+    }
     info = {
         "source": label,
         "mode": "full_resolution" if resolution == "full" else spec.mode,

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bpnet.config.inference import InferenceSpec
 from bpnet.data.dataset import read_image
-from bpnet.data.transforms import letterbox_matrix
 from bpnet.errors import BpnetError, DatasetError
 from bpnet.export.tensorfile import write_tensorfile
 from bpnet.inference.model_io import warp_rgb
-from bpnet.inference.pipeline import ScaledInput
+from bpnet.inference.pipeline import input_geometry
 from bpnet.io import copy_all_atomic, image_files, read_json
 
 
@@ -66,11 +66,13 @@ def choose_calibration_images(
 def letterbox_rgb(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) BGR image -> (h, w, 3) RGB network input before normalisation.
 
-    Strict-mode inference's geometry: resized to fit ``size`` keeping the aspect ratio,
-    padded right and bottom with grey (:func:`bpnet.data.transforms.letterbox_matrix`).
+    Strict-mode inference's own geometry (:func:`bpnet.inference.pipeline.input_geometry`):
+    resized to fit ``size`` keeping the aspect ratio, padded right and bottom with grey.
     """
     height, width = image_bgr.shape[:2]
-    return warp_rgb(image_bgr, ScaledInput(size, letterbox_matrix(width, height, size)))
+    strict = InferenceSpec(input_shape=size, keep_aspect_ratio_mode="pad_image_input")
+    [geometry] = input_geometry(width, height, strict)
+    return warp_rgb(image_bgr, geometry)
 
 
 def build_calibration_data(

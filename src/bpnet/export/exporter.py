@@ -37,6 +37,8 @@ from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
 from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, torch_input
 from bpnet.io import check_output_dir, copy_all_atomic
+from bpnet.models.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES
+from bpnet.models.checkpoint import load_trained
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
 
@@ -107,6 +109,22 @@ class ExportOptions:
         return self.output.with_suffix(".fp32.onnx")
 
 
+@dataclass(frozen=True)
+class ExportPlan:
+    """What the checks settled before any work.
+
+    Attributes:
+        trt_version: the TensorRT version the calibration cache is written for (the installed
+            one when an engine is built).
+        tensorfile: INT8 from an existing ``--cal_data_file``: its batches.
+        images: INT8 from ``--cal_image_dir``: the images to pre-process (when no tensorfile).
+    """
+
+    trt_version: int = DEFAULT_TRT_VERSION
+    tensorfile: TensorFile | None = None
+    images: list[Path] | None = None
+
+
 def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> dict:
     """Export a checkpoint as the options say; return what was written.
 
@@ -120,15 +138,12 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         BpnetError: bad options, existing outputs without ``force``, too few calibration
             images, a damaged tensorfile, missing TensorRT (all before any file is written).
     """
-    from bpnet.inference.runtime import load_model
-
     plan = _check(options)
-    loaded = load_model(options.model)
-    if loaded.runtime != "torch":
-        raise BpnetError(f"{options.model}: bpnet export starts from a .pth checkpoint")
+    trained = load_trained(options.model)
+    train_spec = trained.train_spec
     if options.experiment_spec is not None:
         given = load_experiment_spec(options.experiment_spec).dataloader.normalization_params
-        if given != loaded.train_spec.dataloader.normalization_params:
+        if given != train_spec.dataloader.normalization_params:
             say(f"note: {options.model} stores its own spec; its normalisation is used, not -e's")
     for flags, needs in _unused_options(options):
         verb = "applies" if len(flags) == 1 else "apply"
@@ -144,10 +159,10 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         fp32 = Path(tmp) / "model.fp32.onnx"
         int8_report = None
         io_ = export_onnx(
-            loaded.model,
+            trained.model,
             fp32,
-            pose=loaded.pose,
-            train_spec=loaded.train_spec,
+            pose=trained.pose,
+            train_spec=train_spec,
             size=options.input_dims,
             channels_last=options.data_format == "channels_last",
             sdk_compatible=options.sdk_compatible,
@@ -165,16 +180,16 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         elif options.data_type == "fp16":
             save_onnx(convert_fp16(proto), onnx_out)
         else:
-            data = plan["tensorfile"] or _build_tensorfile(options, plan, stage, Path(tmp), say)
+            data = plan.tensorfile or _build_tensorfile(options, plan, stage, Path(tmp), say)
             reader = TensorfileReader(
-                data, io_, loaded.train_spec.dataloader.normalization_params, plan["batches"]
+                data, io_, train_spec.dataloader.normalization_params, options.batches
             )
             say(
                 f"calibrating on {len(reader)} batches of {data.batch_size} "
                 f"({data.size[0]}x{data.size[1]}, {options.cal_method})"
             )
             ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=_progress(say))
-            write_cache(stage("cal_cache_file", options.cache_path), ranges, plan["trt_version"])
+            write_cache(stage("cal_cache_file", options.cache_path), ranges, plan.trt_version)
             if options.sensitivity == "auto":
                 say("INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
                     f"{options.sensitivity_margin:g} dB below the median node's)")  # fmt: skip
@@ -193,7 +208,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 nodes_to_exclude=int8_report.kept_fp32, metadata=int8_report.metadata(),
             )  # fmt: skip
             shutil.copyfile(fp32, stage("fp32_onnx", options.fp32_sibling))
-        diff = _compare_with_torch(loaded.model, onnx_out, io_, loaded.train_spec)
+        diff = _compare_with_torch(trained.model, onnx_out, io_, train_spec)
         if options.engine_file is not None:
             from bpnet.export.tensorrt_engine import build_engine
             from bpnet.inference.tensorrt_source import engine_metadata_path
@@ -242,12 +257,14 @@ def _unused_options(options: ExportOptions) -> list[tuple[list[str], str]]:
     return unused
 
 
-def _check(options: ExportOptions) -> dict:
-    """Validate everything that can be validated before work; return the INT8 plan."""
+def _check(options: ExportOptions) -> ExportPlan:
+    """Validate everything that can be validated before work; return what it settled."""
     if options.output.suffix.lower() != ".onnx":
         raise BpnetError(f"-o {options.output}: the output must be an .onnx file")
     if not options.model.is_file():
         raise BpnetError(f"{options.model}: model file not found; check -m")
+    if options.model.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise BpnetError(f"{options.model}: bpnet export starts from a .pth checkpoint")
     if options.data_type not in ("fp32", "fp16", "int8"):
         raise BpnetError(f"--data_type {options.data_type}: use fp32, fp16 or int8")
     if options.cal_method not in CALIBRATION_METHODS:
@@ -287,14 +304,14 @@ def _check(options: ExportOptions) -> dict:
         folders.add(options.cal_data_file.parent)
     for folder in sorted(folders):
         check_output_dir(folder)  # now, not after the calibration
-    plan = {"tensorfile": None, "images": None, "batches": None, "trt_version": DEFAULT_TRT_VERSION}
+    trt_version = DEFAULT_TRT_VERSION
     if options.engine_file is not None:
         from bpnet.export.tensorrt_engine import trt_version_number
         from bpnet.inference.tensorrt_source import import_tensorrt
 
-        plan["trt_version"] = trt_version_number(import_tensorrt("--engine_file"))
+        trt_version = trt_version_number(import_tensorrt("--engine_file"))
     if options.data_type != "int8":
-        return plan
+        return ExportPlan(trt_version)
     for name in ("batches", "batch_size"):
         if getattr(options, name) < 1:
             raise BpnetError(f"--{name} {getattr(options, name)}: must be >= 1")
@@ -303,17 +320,16 @@ def _check(options: ExportOptions) -> dict:
     if data_file is not None and data_file.exists() and not rebuild:
         data = read_tensorfile(data_file)
         _check_tensorfile(data, options)
-        plan["tensorfile"], plan["batches"] = data, options.batches
-    elif options.cal_image_dir is None:
+        return ExportPlan(trt_version, tensorfile=data)
+    if options.cal_image_dir is None:
         where = f"{data_file} does not exist" if data_file else "no --cal_data_file was given"
         raise BpnetError(
             f"--data_type int8 needs calibration images: {where}; pass --cal_image_dir"
         )
-    else:
-        plan["images"] = cal.choose_calibration_images(
-            options.cal_image_dir, options.batches, options.batch_size
-        )
-    return plan
+    images = cal.choose_calibration_images(
+        options.cal_image_dir, options.batches, options.batch_size
+    )
+    return ExportPlan(trt_version, images=images)
 
 
 def _check_tensorfile(data: TensorFile, options: ExportOptions) -> None:
@@ -333,7 +349,7 @@ def _check_tensorfile(data: TensorFile, options: ExportOptions) -> None:
 
 def _build_tensorfile(
     options: ExportOptions,
-    plan: dict,
+    plan: ExportPlan,
     stage: Callable[[str, Path], Path],
     tmp: Path,
     say: Callable[[str], None],
@@ -343,9 +359,8 @@ def _build_tensorfile(
     else:
         path = tmp / "calibration.tensor"
     size = options.input_dims or CALIBRATION_SIZE
-    say(f"pre-processing {len(plan['images'])} calibration images from {options.cal_image_dir}")
-    cal.build_calibration_data(plan["images"], path, size, options.batch_size)
-    plan["batches"] = options.batches
+    say(f"pre-processing {len(plan.images)} calibration images from {options.cal_image_dir}")
+    cal.build_calibration_data(plan.images, path, size, options.batch_size)
     return read_tensorfile(path)
 
 

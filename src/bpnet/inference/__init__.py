@@ -2,10 +2,18 @@
 
 from bpnet.inference.pipeline import (
     MapSource,
-    OracleSource,
+    Prediction,
+    Predictor,
     ScaledInput,
     input_geometry,
     predict_people,
 )
 
-__all__ = ["MapSource", "OracleSource", "ScaledInput", "input_geometry", "predict_people"]
+__all__ = [
+    "MapSource",
+    "Prediction",
+    "Predictor",
+    "ScaledInput",
+    "input_geometry",
+    "predict_people",
+]

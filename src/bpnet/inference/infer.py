@@ -12,21 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from bpnet.config.inference import InferenceSpec
-from bpnet.data.coco import ImageRecord
-from bpnet.data.dataset import read_image
-from bpnet.decode import DecoderParams
 from bpnet.errors import BpnetError
-from bpnet.evaluate.coco_eval import detections_for_image
-from bpnet.inference.pipeline import input_geometry, predict_people
+from bpnet.inference.pipeline import Predictor
 from bpnet.io import check_output_dir, copy_all_atomic, image_files, read_json, write_json_atomic
 from bpnet.visualize import draw_people
 
 DETECTIONS_FILE = "detections.json"
-CATEGORY_ID = 1  # COCO's "person"
-
 
 INPUT_TYPES = ("image", "dir", "json")
 
@@ -101,19 +94,8 @@ def _images_from_json(path: Path) -> list[tuple[Path, int]]:
     return inputs
 
 
-def _record(path: Path, image_id: int, width: int, height: int, joints: int) -> ImageRecord:
-    """A record with no ground truth: what the pipeline needs to place one image."""
-    return ImageRecord(
-        image_id=image_id, image_dir=path.parent, file_name=path.name, width=width,
-        height=height, keypoints=np.zeros((0, joints, 3), np.float32),
-        boxes=np.zeros((0, 4), np.float32), num_keypoints=np.zeros(0, np.int64),
-        annotation_ids=np.zeros(0, np.int64), main_people=np.zeros(0, np.int64), keep=(),
-        ignore=(),
-    )  # fmt: skip
-
-
 def run_inference(
-    model: str | Path,
+    model: str | Path | None,
     source: str | Path,
     results_dir: str | Path,
     spec: InferenceSpec,
@@ -127,7 +109,7 @@ def run_inference(
 
     Args:
         model: a ``.pth``, ``.onnx`` or ``.engine`` file (see
-            :func:`bpnet.inference.runtime.load_model`).
+            :func:`bpnet.inference.runtime.load_model`); None: ``spec.model_path``.
         source: an image file, a folder of images or a JSON list of images.
         results_dir: receives ``detections.json`` and ``images/``.
         spec: input geometry and decoder settings.
@@ -144,12 +126,15 @@ def run_inference(
     """
     from bpnet.inference.runtime import load_model
 
+    model = model or spec.model_path
+    if model is None:
+        raise BpnetError("bpnet inference: give a model with -m MODEL (.pth, .onnx or .engine)")
     inputs = find_inputs(source, input_type)
     results_dir = check_output_dir(results_dir)
     loaded = load_model(model)
     pose = loaded.pose
     source_ = loaded.source(stage=spec.output_stage_to_use, threads=threads)
-    params = DecoderParams.from_spec(spec)
+    predictor = Predictor(source_, pose, spec)
     detections: list[dict] = []
     stems = Counter(p.stem for p, _ in inputs)
     pictures = results_dir / "images"
@@ -157,22 +142,16 @@ def run_inference(
     # went through: a failure part-way leaves the results folder as it was
     with tempfile.TemporaryDirectory(prefix="bpnet-inference-") as staging:
         for path, image_id in inputs:
-            image = read_image(path)
-            height, width = image.shape[:2]
-            record = _record(path, image_id, width, height, pose.num_joints)
-            geometry = input_geometry(width, height, spec, source_.input_multiple)
-            people = predict_people(image, record, source_, pose, params, geometry)
-            keypoints = people.to_dataset(pose)  # (N, K, 3) x, y, score in dataset order
-            records = detections_for_image(image_id, keypoints, people.scores, CATEGORY_ID)
-            detections += [{**r, "file_name": path.name} for r in records]
+            found = predictor(path, image_id)
+            detections += [{**r, "file_name": path.name} for r in found.detections]
             if draw:
-                drawn = draw_people(image, keypoints, pose, scores=True)
+                drawn = draw_people(found.image, found.keypoints, pose, scores=True)
                 # a.jpg and a.png (or two a.jpg of a JSON list) would both draw to a.jpg
                 name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{image_id}"
                 staged = Path(staging) / f"{name}.jpg"
                 if not cv2.imwrite(str(staged), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                     raise BpnetError(f"{staged}: could not write the picture; check the disk")
-            say(f"{path.name}: {len(people)} people")
+            say(f"{path.name}: {len(found.people)} people")
         copy_all_atomic((staged, pictures / staged.name) for staged in Path(staging).iterdir())
     write_json_atomic(results_dir / DETECTIONS_FILE, detections)
     return {

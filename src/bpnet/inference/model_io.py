@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from bpnet.config.spec import NormalizationParams
-from bpnet.data.transforms import warp_image
+from bpnet.data.transforms import normalize_image, warp_image
 from bpnet.errors import BpnetError
 
 FORMAT = "bpnet-onnx"
@@ -157,14 +157,10 @@ def network_input(rgb: np.ndarray, io: ModelIO, normalization: NormalizationPara
     """
     if io.raw_input:
         x = rgb if io.input_dtype == "uint8" else rgb.astype(np.float32)
-    else:
-        scale = np.asarray(normalization.image_scale, np.float32)
-        offset = np.asarray(normalization.image_offset, np.float32)
-        # the same float32 operations as TorchSource: rgb / scale - offset
-        x = rgb.astype(np.float32) / scale - offset
-    if io.layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if io.layout == "NCHW" else x)
+    # the same operations as training and TorchSource
+    x = np.stack([normalize_image(image, normalization) for image in rgb])  # (N, 3, H, W)
+    return np.ascontiguousarray(x if io.layout == "NCHW" else x.transpose(0, 2, 3, 1))
 
 
 def torch_input(rgb: np.ndarray, normalization: NormalizationParams) -> np.ndarray:
@@ -237,7 +233,7 @@ class ExportedSource:
         self.input_multiple = io.size_multiple
         io.stage_index(stage)  # fail now for a stage the model does not output
 
-    def __call__(self, image: np.ndarray | None, record, geometry) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: np.ndarray | None, geometry) -> tuple[np.ndarray, np.ndarray]:
         if image is None:
             raise ValueError(f"{type(self).__name__} needs the image (needs_image is True)")
         self.io.check_size(geometry.size, str(self.path))

@@ -4,10 +4,14 @@ The geometry is the same for every map source: the image is mapped into a networ
 affine matrix (TAO's default and strict modes, at one or several scales), the source returns
 heatmaps and PAFs on the stride grid of that input, scales are fused on the finest grid, the
 decoder finds people in input pixels, and the inverse matrix takes them back to the image.
+
+:class:`Predictor` is that whole step for one image file, from reading it to its COCO result
+records: ``bpnet evaluate``, ``bpnet inference`` and validation during training all run it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,11 +21,12 @@ import numpy as np
 
 from bpnet.config.inference import InferenceSpec
 from bpnet.config.spec import STRIDE
-from bpnet.data.coco import ImageRecord
-from bpnet.data.transforms import apply_affine, invert_affine, letterbox_matrix, transform_keypoints
+from bpnet.data.coco import PERSON_CATEGORY_ID, CocoSplit, detections_for_image, keypoint_order
+from bpnet.data.dataset import read_image
+from bpnet.data.transforms import apply_affine, invert_affine, letterbox_matrix
 from bpnet.decode import DecoderParams, People, decode
+from bpnet.grid import grid_matrix
 from bpnet.pose import PoseConfig
-from bpnet.targets import encode
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,12 @@ class MapSource(Protocol):
     needs_image: bool  # False lets the evaluation skip reading and decoding image files
 
     def __call__(
-        self, image: np.ndarray | None, record: ImageRecord, geometry: ScaledInput
+        self, image: np.ndarray | None, geometry: ScaledInput
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return heatmaps (J + 1, h, w) and PAFs (2L, h, w), h = height / stride.
 
         Args:
             image: (H, W, 3) uint8 BGR original image, None when ``needs_image`` is False.
-            record: the image's record (ground truth; only the oracle reads it).
             geometry: the network input to produce maps for.
         """
         ...
@@ -102,47 +106,6 @@ def full_resolution(width: int, height: int, multiple: int = STRIDE) -> list[Sca
     return [ScaledInput(size, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))]
 
 
-class OracleSource:
-    """The ground truth's own targets as the "network output": the decoder's upper bound.
-
-    Args:
-        pose: the skeleton.
-        sigma: heatmap Gaussian sigma in input pixels (``heatmap_gaussian_sigma``).
-        paf_width: PAF half-width in output cells (``paf_ortho_dist_thresh``).
-    """
-
-    needs_image = False
-
-    def __init__(self, pose: PoseConfig, *, sigma: float = 7.0, paf_width: float = 1.0):
-        self.pose = pose
-        self.sigma = sigma
-        self.paf_width = paf_width
-        self.stride = STRIDE
-        self.input_multiple = STRIDE
-
-    def __call__(
-        self, image: np.ndarray | None, record: ImageRecord, geometry: ScaledInput
-    ) -> tuple[np.ndarray, np.ndarray]:
-        keypoints = transform_keypoints(record.keypoints, geometry.matrix)  # (P, J, 3)
-        targets = encode(
-            keypoints,
-            np.ones(geometry.size, np.uint8),
-            self.pose,
-            stride=self.stride,
-            sigma=self.sigma,
-            paf_width=self.paf_width,
-        )
-        return targets.heatmaps, targets.pafs
-
-
-def _grid_matrix(stride: int) -> np.ndarray:
-    """(3, 3) map from input pixels to stride-grid coordinates (cell centres at integers)."""
-    centre = (stride - 1) / 2
-    return np.array(
-        [[1 / stride, 0, -centre / stride], [0, 1 / stride, -centre / stride], [0, 0, 1]]
-    )
-
-
 def _h(matrix: np.ndarray) -> np.ndarray:
     return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
 
@@ -161,7 +124,7 @@ def fuse_scales(
     if len(inputs) == 1:
         return *maps[0], inputs[0]
     t_input = max(inputs, key=lambda i: i.size[0] * i.size[1])
-    grid = _grid_matrix(stride)
+    grid = grid_matrix(stride)
     h, w = t_input.size[0] // stride, t_input.size[1] // stride
     heat, pafs = [], []
     for (heatmaps, paf), source in zip(maps, inputs, strict=True):
@@ -182,7 +145,6 @@ def _warp(maps: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.nda
 
 def predict_people(
     image: np.ndarray | None,
-    record: ImageRecord,
     source: MapSource,
     pose: PoseConfig,
     params: DecoderParams,
@@ -198,7 +160,7 @@ def predict_people(
         :class:`People` whose keypoints are in the original image's pixels.
     """
     start = time.perf_counter()
-    maps = [source(image, record, geometry) for geometry in inputs]
+    maps = [source(image, geometry) for geometry in inputs]
     heatmaps, pafs, target = fuse_scales(maps, inputs, source.stride)
     middle = time.perf_counter()
     people = decode(heatmaps, pafs, pose, params, stride=source.stride)
@@ -212,3 +174,110 @@ def predict_people(
     xy = apply_affine(keypoints[..., :2], invert_affine(target.matrix))
     keypoints[..., :2] = np.where(found[..., None], xy, 0.0)
     return People(keypoints.astype(np.float32), people.scores)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The people of one image.
+
+    Attributes:
+        image: (H, W, 3) uint8 BGR, or None when the source did not need the pixels.
+        people: in original image pixels, in the skeleton's joint order.
+        keypoints: (N, K, 3) x, y, score in original image pixels, in the dataset's keypoint
+            order (the annotation file's columns when the predictor has a split).
+        detections: the COCO keypoint result records of the N people.
+    """
+
+    image: np.ndarray | None
+    people: People
+    keypoints: np.ndarray
+    detections: list[dict]
+
+
+class Predictor:
+    """One image file in, its people and their COCO result records out.
+
+    Read -> input geometry -> maps at each scale -> fuse -> decode -> image pixels -> dataset
+    keypoints -> COCO records: the step every command that finds people runs.
+
+    Example:
+        >>> predictor = Predictor(loaded.source(), loaded.pose, InferenceSpec())  # doctest: +SKIP
+        >>> found = predictor("000000397133.jpg", image_id=397133)  # doctest: +SKIP
+        >>> found.detections[0]["keypoints"]  # 17 x (x, y, score)  # doctest: +SKIP
+
+    Args:
+        source: what produces the maps.
+        pose: the skeleton the maps follow.
+        spec: input geometry (mode, scales) and decoder settings.
+        full_resolution: decode at the image's own pixel grid instead of the inputs ``spec``
+            describes (for the oracle).
+        split: the annotation file the results are for: its keypoint columns and category id.
+            None: the pose config's dataset keypoints and COCO's person category.
+
+    Attributes:
+        seconds: time spent so far in ``read``, ``maps`` and ``decode``.
+    """
+
+    def __init__(
+        self,
+        source: MapSource,
+        pose: PoseConfig,
+        spec: InferenceSpec,
+        *,
+        full_resolution: bool = False,
+        split: CocoSplit | None = None,
+    ):
+        self.source = source
+        self.pose = pose
+        self.spec = spec
+        self.params = spec.decoder_params()
+        self.full_resolution = full_resolution
+        # the annotation file's column of each dataset keypoint (None: the dataset's own order)
+        self.columns = None if split is None else keypoint_order(split, pose)
+        self.num_columns = None if split is None else len(split.keypoint_names)
+        self.category_id = PERSON_CATEGORY_ID if split is None else split.category["id"]
+        self.seconds = {"read": 0.0, "maps": 0.0, "decode": 0.0}
+
+    def inputs(self, width: int, height: int, source: MapSource | None = None) -> list[ScaledInput]:
+        """The network inputs an image of this size is decoded at."""
+        multiple = (source or self.source).input_multiple
+        if self.full_resolution:
+            return full_resolution(width, height, multiple)
+        return input_geometry(width, height, self.spec, multiple)
+
+    def __call__(
+        self,
+        path: str | os.PathLike,
+        image_id: int,
+        size: tuple[int, int] | None = None,
+        *,
+        source: MapSource | None = None,
+    ) -> Prediction:
+        """Find the people of one image file.
+
+        Args:
+            path: the image file.
+            image_id: its id in the results.
+            size: the (height, width) an annotation file gives (checked against the file);
+                with it, a source that needs no pixels (the oracle) skips reading the file.
+            source: this image's map source, instead of the predictor's (the oracle bound to
+                the image's ground truth).
+
+        Raises:
+            DatasetError: a missing or unreadable image, or one of another size than ``size``.
+        """
+        source = source or self.source
+        start = time.perf_counter()
+        image = read_image(path, size) if source.needs_image or size is None else None
+        self.seconds["read"] += time.perf_counter() - start
+        height, width = size if size is not None else image.shape[:2]
+        inputs = self.inputs(width, height, source)
+        people = predict_people(image, source, self.pose, self.params, inputs, self.seconds)
+        found = people.to_dataset(self.pose)  # (N, K, 3) in the pose config's dataset order
+        if self.columns is None:
+            keypoints = found
+        else:
+            keypoints = np.zeros((len(people), self.num_columns, 3), np.float32)
+            keypoints[:, self.columns] = found  # the file's own keypoint order
+        records = detections_for_image(image_id, keypoints, people.scores, self.category_id)
+        return Prediction(image, people, keypoints, records)

@@ -25,16 +25,17 @@ from typing import Literal
 
 import torch
 
-from bpnet.config import ExperimentSpec, from_dict, load_experiment_spec
+from bpnet.config import ExperimentSpec, from_dict
 from bpnet.errors import BpnetError
 from bpnet.inference import model_io as mio
 from bpnet.inference.model_io import ModelIO
 from bpnet.inference.pipeline import MapSource
 from bpnet.inference.torch_source import TorchSource
+from bpnet.models.checkpoint import SUFFIXES as TORCH_SUFFIXES
+from bpnet.models.checkpoint import load_trained
 from bpnet.pose import PoseConfig
 from bpnet.pose.skeleton import parse_pose_config
 
-TORCH_SUFFIXES = (".pth", ".pt")
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -113,29 +114,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             f"{path}: unknown model file type; bpnet runs .pth checkpoints (bpnet train / "
             "bpnet prune), .onnx models and .engine files (bpnet export)"
         )
-    return _load_checkpoint(path, device)
-
-
-def _load_checkpoint(path: Path, device: str | torch.device) -> LoadedModel:
-    """Rebuild a network from a bpnet checkpoint (its own per-layer widths) and load weights."""
-    from bpnet.models import load_state_checked, model_from_arch
-    from bpnet.train.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(path, map_location=device)
-    model = model_from_arch(checkpoint["arch"])
-    load_state_checked(model, checkpoint["state_dict"], str(path))
-    model.to(device).eval()
-    spec_dict = checkpoint.get("spec")
-    train_spec = (
-        from_dict(ExperimentSpec, spec_dict, f"{path} (stored spec)")
-        if spec_dict
-        else load_experiment_spec(None)
-    )
-    if checkpoint.get("pose"):
-        pose = parse_pose_config(checkpoint["pose"], source=f"{path} (stored pose config)")
-    else:
-        raise BpnetError(f"{path}: the checkpoint stores no pose config; re-save it with bpnet")
-    return LoadedModel(path, pose, train_spec, "torch", model=model)
+    trained = load_trained(path, device)
+    train_spec = trained.train_spec  # read before the pose, as the checks always ran
+    return LoadedModel(path, trained.pose, train_spec, "torch", model=trained.model)
 
 
 def _from_metadata(

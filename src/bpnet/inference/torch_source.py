@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 
-import cv2
 import numpy as np
 import torch
 
 from bpnet.config.spec import NormalizationParams
-from bpnet.data.coco import ImageRecord
-from bpnet.data.transforms import warp_image
+from bpnet.data.transforms import normalize_image
 from bpnet.errors import SpecError
+from bpnet.inference.model_io import warp_rgb
 from bpnet.inference.pipeline import ScaledInput
 
 
@@ -20,7 +19,7 @@ class TorchSource:
 
     Pre-processing matches training exactly: the image is warped into the input with the
     geometry's matrix (grey 128 border), converted to RGB and normalised as
-    ``rgb / image_scale - image_offset``.
+    ``rgb / image_scale - image_offset`` (:func:`~bpnet.data.transforms.normalize_image`).
 
     Args:
         model: a network whose forward returns ``[(heatmaps, pafs), ...]``, one per stage.
@@ -42,7 +41,7 @@ class TorchSource:
         autocast_bf16: bool = False,
         device: str | torch.device = "cpu",
     ):
-        normalization = normalization or NormalizationParams()
+        self.normalization = normalization or NormalizationParams()
         self.model = model
         self.stride = int(getattr(model, "stride", 8))
         # what input sides must be multiples of (PoseNet says; the stride for other modules)
@@ -50,17 +49,14 @@ class TorchSource:
         self.stage = stage
         self.autocast_bf16 = autocast_bf16
         self.device = torch.device(device)
-        self.scale = torch.tensor(normalization.image_scale, dtype=torch.float32).view(3, 1, 1)
-        self.offset = torch.tensor(normalization.image_offset, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(
-        self, image: np.ndarray | None, record: ImageRecord, geometry: ScaledInput
+        self, image: np.ndarray | None, geometry: ScaledInput
     ) -> tuple[np.ndarray, np.ndarray]:
         if image is None:
             raise ValueError("TorchSource needs the image (needs_image is True)")
-        warped = cv2.cvtColor(warp_image(image, geometry.matrix, geometry.size), cv2.COLOR_BGR2RGB)
-        x = torch.from_numpy(warped).permute(2, 0, 1).float() / self.scale - self.offset
-        return self.run(x[None])
+        x = normalize_image(warp_rgb(image, geometry), self.normalization)  # (3, H, W)
+        return self.run(torch.from_numpy(x)[None])
 
     @torch.no_grad()
     def run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """Structured filter pruning with TAO BodyPoseNet's rules (``bpnet prune``).
 
 Whole filters go, so the result is a smaller dense network (no masks), stored like any other
-checkpoint: its arch holds the new per-layer widths.
+checkpoint: its arch holds the new per-layer widths. :mod:`bpnet.prune.rules` decides which
+filters go (TAO's rules), :mod:`bpnet.prune.cut` removes them.
 
 Example:
     >>> from bpnet.prune import PruneSettings, prune_model
@@ -10,18 +11,17 @@ Example:
     64
 """
 
-from bpnet.prune.pruner import (
+from bpnet.prune.cut import apply_plan, prune_model
+from bpnet.prune.report import Cost, arch_cost, conv_output_sizes, format_report, format_sweep
+from bpnet.prune.rules import (
     EQUALIZATION_CRITERIA,
     NORMALIZERS,
     LayerPlan,
     PruneSettings,
     PruningPlan,
-    apply_plan,
     arch_with_widths,
     plan_pruning,
-    prune_model,
 )
-from bpnet.prune.report import Cost, arch_cost, conv_output_sizes, format_report, format_sweep
 from bpnet.prune.run import (
     check_report_path,
     parse_thresholds,

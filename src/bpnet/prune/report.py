@@ -15,7 +15,7 @@ import torch
 
 from bpnet.models import arch_graph, model_from_arch
 from bpnet.models.blocks import ConvBlock
-from bpnet.prune.pruner import PruningPlan
+from bpnet.prune.rules import PruningPlan
 
 
 @dataclass(frozen=True)

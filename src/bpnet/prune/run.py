@@ -1,6 +1,6 @@
 """``bpnet prune``: a trained checkpoint in, a pruned checkpoint and its report out.
 
-The pruned checkpoint is an ordinary bpnet checkpoint (:mod:`bpnet.train.checkpoint`): its
+The pruned checkpoint is an ordinary bpnet checkpoint (:mod:`bpnet.models.checkpoint`): its
 ``arch`` holds the new per-layer widths, so ``bpnet evaluate -m``, inference, export and
 ``bpnet train`` with ``pretrained_weights`` + ``load_graph: true`` rebuild it from the file.
 """
@@ -14,27 +14,12 @@ from pathlib import Path
 
 from bpnet.errors import BpnetError
 from bpnet.io import check_output_dir, write_json_atomic
-from bpnet.models import PoseNet, load_state_checked, model_from_arch
-from bpnet.pose.skeleton import parse_pose_config
-from bpnet.prune.pruner import PruneSettings, arch_with_widths, plan_pruning, prune_model
+from bpnet.models.checkpoint import SUFFIXES, load_trained, save_checkpoint
+from bpnet.prune.cut import prune_model
 from bpnet.prune.report import Cost, arch_cost, conv_output_sizes, format_report, pruning_report
+from bpnet.prune.rules import PruneSettings, arch_with_widths, plan_pruning
 
 DEFAULT_INPUT_SIZE = (368, 368)  # TAO's training size, and the published OpenPose GMAC figure
-
-
-def load_trained(path: str | os.PathLike) -> tuple[dict, PoseNet]:
-    """Read a bpnet checkpoint and rebuild its network (its own widths), in eval mode.
-
-    Raises:
-        BpnetError: missing or unreadable file, not a bpnet checkpoint, or stored widths that
-            do not match the stored weights.
-    """
-    from bpnet.train.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(path)
-    model = model_from_arch(checkpoint["arch"])
-    load_state_checked(model, checkpoint["state_dict"], str(path))
-    return checkpoint, model.eval()
 
 
 def resolve_input_size(
@@ -119,10 +104,8 @@ def prune_checkpoint(
         BpnetError: bad input file, bad settings, unknown excluded layer, or an output that
             exists (without ``force``), is the input, or is not a ``.pth`` file.
     """
-    from bpnet.train.checkpoint import save_checkpoint
-
     model_path, output_path = Path(model_path), Path(output_path)
-    if output_path.suffix not in (".pth", ".pt"):
+    if output_path.suffix not in SUFFIXES:
         raise BpnetError(
             f"{output_path}: bpnet models are .pth checkpoints; name the output e.g. "
             f"{output_path.with_suffix('.pth').name}"
@@ -140,19 +123,19 @@ def prune_checkpoint(
     # checked before any work: a bad report path must not leave a pruned model without it
     check_report_path(report_path, force)
 
-    checkpoint, model = load_trained(model_path)
+    trained = load_trained(model_path)
+    checkpoint, model = trained.checkpoint, trained.model
     size = resolve_input_size(checkpoint, input_size, model.input_multiple)
     pruned, plan = prune_model(model, settings)
     report = pruning_report(model.arch, pruned.arch, plan, size)
     report = {"source": str(model_path), "output": str(output_path), **report}
     report["note"] = regularization_note(checkpoint)
     report["report"] = str(report_path)
-    pose = checkpoint.get("pose")
     save_checkpoint(
         output_path,
         pruned,
         spec=checkpoint.get("spec"),  # the training spec: normalisation, targets, skeleton
-        pose=parse_pose_config(pose, source=f"{model_path} (stored pose config)") if pose else None,
+        pose=trained.pose if checkpoint.get("pose") else None,
         extra={"pruning": {k: v for k, v in report.items() if k != "layers"}},
     )
     write_json_atomic(report_path, report, indent=2)
@@ -179,8 +162,10 @@ def sweep_checkpoint(
     thresholds: list[float],
     *,
     input_size: tuple[int, int] | None = None,
+    report_path: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> dict:
-    """Parameters and MACs a checkpoint keeps at each threshold; nothing is written.
+    """Parameters and MACs a checkpoint keeps at each threshold; no model is written.
 
     Only the decisions are made (no weights are cut): the costs follow from the widths.
 
@@ -190,14 +175,19 @@ def sweep_checkpoint(
             ``thresholds``).
         thresholds: pruning thresholds to try.
         input_size: as in :func:`prune_checkpoint`.
+        report_path: write the table here as JSON (checked before any work).
+        force: replace an existing ``report_path``.
 
     Returns:
-        The table (what ``--report`` saves): ``model``, ``input_size`` (H, W), ``note``
+        The table (what ``report_path`` receives): ``model``, ``input_size`` (H, W), ``note``
         (:func:`regularization_note`, or None) and ``rows``: the unpruned model first
         (``threshold`` None), then one ``{"threshold", "params", "gmacs", "params_kept",
         "macs_kept"}`` per threshold.
     """
-    checkpoint, model = load_trained(model_path)
+    if report_path is not None:
+        check_report_path(Path(report_path), force)
+    trained = load_trained(model_path)
+    checkpoint, model = trained.checkpoint, trained.model
     size = resolve_input_size(checkpoint, input_size, model.input_multiple)
     sizes = conv_output_sizes(model.arch, size)
     before = arch_cost(model.arch, sizes)
@@ -207,7 +197,10 @@ def sweep_checkpoint(
         after = arch_cost(arch_with_widths(model.arch, plan.widths()), sizes)
         rows.append(_sweep_row(threshold, after, before))
     note = regularization_note(checkpoint)
-    return {"model": str(model_path), "input_size": list(size), "note": note, "rows": rows}
+    table = {"model": str(model_path), "input_size": list(size), "note": note, "rows": rows}
+    if report_path is not None:
+        write_json_atomic(report_path, table, indent=2)
+    return table
 
 
 def regularization_note(checkpoint: dict) -> str | None:
@@ -246,7 +239,6 @@ def _sweep_row(threshold: float | None, cost: Cost, before: Cost) -> dict:
 __all__ = [
     "DEFAULT_INPUT_SIZE",
     "format_report",
-    "load_trained",
     "parse_thresholds",
     "prune_checkpoint",
     "regularization_note",

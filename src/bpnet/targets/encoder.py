@@ -1,14 +1,7 @@
 """Training targets: keypoints in network-input pixels -> heatmaps, PAFs and a loss mask.
 
-Grid convention (the decoder inverts exactly this): input pixel centres are at integer
-coordinates (OpenCV), and output cell ``(i, j)`` covers input pixels ``stride*j .. stride*j +
-stride - 1`` across, so its centre is at input coordinate::
-
-    x = stride * j + (stride - 1) / 2        (3.5, 11.5, 19.5, ... for stride 8)
-
-which is also where ``cv2.resize`` (half-pixel mapping) puts the cell when the map is
-upsampled by ``stride``: upsampled pixel ``u`` *is* input pixel ``u``. Heatmaps and PAFs are
-evaluated at these centres.
+Heatmaps and PAFs are evaluated at the output cells' centres in input pixels (the grid
+convention of :mod:`bpnet.grid`, which the decoder inverts exactly).
 """
 
 from __future__ import annotations
@@ -19,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from bpnet.grid import cell_centers
 from bpnet.pose.skeleton import PoseConfig
 
 # TAO zeroes heatmap values below this (far Gaussian tails), so the background is exactly 1 away
@@ -39,11 +33,6 @@ class Targets:
     heatmaps: np.ndarray
     pafs: np.ndarray
     mask: np.ndarray
-
-
-def cell_centers(cells: int, stride: int) -> np.ndarray:
-    """(cells,) float32 input-pixel coordinate of each output cell's centre along one axis."""
-    return (stride * np.arange(cells) + (stride - 1) / 2).astype(np.float32)
 
 
 def encode(

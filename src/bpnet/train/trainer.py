@@ -42,23 +42,25 @@ from bpnet.config import (
 from bpnet.config.inference import InferenceSpec
 from bpnet.config.spec import STRIDE
 from bpnet.data.coco import split_paths
-from bpnet.data.dataset import build_dataloader
+from bpnet.data.dataset import build_dataloader, dataset_root
 from bpnet.errors import BpnetError, DatasetError, SpecError
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
 from bpnet.io import check_output_dir
 from bpnet.loss import pose_loss, regularization, shrink_weights
-from bpnet.models import build_model, load_state_checked, model_from_arch
-from bpnet.models.pretrained_backbone import load_pretrained_backbone
-from bpnet.pose import PoseConfig
-from bpnet.targets import encode_batch
-from bpnet.train.checkpoint import (
+from bpnet.models import build_model, load_state_checked
+from bpnet.models.checkpoint import (
+    TrainedModel,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    load_trained,
     prune_checkpoints,
     save_checkpoint,
 )
+from bpnet.models.pretrained_backbone import load_pretrained_backbone
+from bpnet.pose import PoseConfig
+from bpnet.targets import encode_batch
 from bpnet.train.distributed import (
     DistInfo,
     all_gather,
@@ -280,23 +282,24 @@ def _train(
         record = {"kind": "epoch", "epoch": epoch, "step": step,
                   **_named(loss_sum / steps_per_epoch), "images_per_s": round(images_per_s, 2),
                   "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
-        note = ""
-        every = spec.validation_every_n_epoch
-        if dist.is_main and every and epoch % every == 0:
-            summary["validation"] = validate(model, spec, pose, root, results_dir, dist, amp_dtype)
-            record.update(summary["validation"])
-            note = f"val AP {summary['validation'].get('AP', float('nan')):.4f}"
         if dist.is_main:
-            progress.close(note)
-            log.write(record)
-            plot_loss_curve(log.records, results_dir / CURVE_FILE)
-            if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
-                save_checkpoint(
-                    checkpoint_path(results_dir, epoch), model, optimizer=optimizer,
-                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
-                    step=step, spec=spec, pose=pose, metrics=record,
-                )  # fmt: skip
-                prune_checkpoints(results_dir, spec.max_ckpt_to_keep)
+            validation = end_of_epoch(
+                record,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                spec=spec,
+                pose=pose,
+                root=root,
+                results_dir=results_dir,
+                dist=dist,
+                amp_dtype=amp_dtype,
+                progress=progress,
+                log=log,
+            )
+            if validation is not None:
+                summary["validation"] = validation
 
     if log is not None:
         log.close()
@@ -365,15 +368,70 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def end_of_epoch(
+    record: dict,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    spec: ExperimentSpec,
+    pose: PoseConfig,
+    root: Path | None,
+    results_dir: Path,
+    dist: DistInfo,
+    amp_dtype: torch.dtype | None,
+    progress: Progress,
+    log: MetricsLog,
+) -> dict | None:
+    """What rank 0 does after each epoch: validate (every ``validation_every_n_epoch``), log
+    the epoch's record, redraw the loss curve, save a checkpoint (every ``checkpoint_n_epoch``
+    and after the last epoch) and delete those beyond ``max_ckpt_to_keep``.
+
+    Args:
+        record: the epoch's ``metrics.jsonl`` record (``epoch``, ``step``, mean losses, ...);
+            the validation metrics are added to it.
+
+    Returns:
+        The validation metrics, or None when this epoch was not validated.
+    """
+    epoch = record["epoch"]
+    validation, note = None, ""
+    every = spec.validation_every_n_epoch
+    if every and epoch % every == 0:
+        validation = validate(model, spec, pose, root, results_dir, dist, amp_dtype)
+        record.update(validation)
+        note = f"val AP {validation.get('AP', float('nan')):.4f}"
+    progress.close(note)
+    log.write(record)
+    plot_loss_curve(log.records, results_dir / CURVE_FILE)
+    if epoch % spec.checkpoint_n_epoch == 0 or epoch == spec.num_epoch:
+        save_checkpoint(
+            checkpoint_path(results_dir, epoch),
+            model,
+            optimizer=optimizer,
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
+            epoch=epoch,
+            step=record["step"],
+            spec=spec,
+            pose=pose,
+            metrics=record,
+        )
+        prune_checkpoints(results_dir, spec.max_ckpt_to_keep)
+    return validation
+
+
 def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path | None:
-    root = root if root is not None else spec.dataloader.dataset_config.root_data_path
     data = spec.dataloader.dataset_config
     if data.unlabelled_images is not None and not spec.teacher_model:
         raise SpecError(
             f"dataloader.dataset_config.unlabelled_images ({data.unlabelled_images}) has no "
             "labels: only a teacher_model can teach on it; set teacher_model or remove it"
         )
-    if root is None and data.unlabelled_images is not None:
+    # without a root, unlabelled_images alone can be trained on (by a teacher)
+    root = dataset_root(root, data, required=data.unlabelled_images is None, command="bpnet train")
+    if root is None:
         if data.train_split is not None:
             raise DatasetError(
                 f"train_split {data.train_split!r} needs a dataset root (bpnet train -d ROOT); "
@@ -385,11 +443,6 @@ def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path 
                 "val_split is scored) or set validation_every_n_epoch: 0"
             )
         return None  # pictures only: a teacher's maps teach
-    if root is None:
-        raise DatasetError(
-            "no dataset root: pass one (bpnet train -d ROOT) or set "
-            "dataloader.dataset_config.root_data_path in the spec"
-        )
     if spec.validation_every_n_epoch:
         # fail now rather than after the first epochs
         ann_file, _ = split_paths(root, spec.dataloader.dataset_config.val_split)
@@ -398,7 +451,7 @@ def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path 
                 f"{ann_file}: validation annotation file not found; fix "
                 "dataloader.dataset_config.val_split or set validation_every_n_epoch: 0"
             )
-    return Path(root)
+    return root
 
 
 def _with_root(spec: ExperimentSpec, root: Path | None) -> ExperimentSpec:
@@ -421,18 +474,15 @@ def build_training_model(
     for that).
     """
     if resume is not None:
-        checkpoint = load_checkpoint(resume)
-        model = model_from_arch(checkpoint["arch"])
-        load_state_checked(model, checkpoint["state_dict"], str(resume))
-        return model, checkpoint
+        trained = load_trained(resume)
+        return trained.model, trained.checkpoint
     if spec.pretrained_weights:
         pretrained = load_checkpoint(spec.pretrained_weights)
         source = str(spec.pretrained_weights)
         check_normalization(spec, pretrained, source)
         if spec.load_graph:
-            model = model_from_arch(pretrained["arch"])
+            model = TrainedModel.from_checkpoint(pretrained, source).model
             say(f"model: the architecture and weights of {source} (load_graph)")
-            load_state_checked(model, pretrained["state_dict"], source)
             return model, None
         model = build_model(spec.model, pose)
         same_pose = pretrained.get("pose") in (None, pose.to_dict())
@@ -585,6 +635,7 @@ __all__ = [
     "check_finite",
     "compute_loss",
     "distillation_loss",
+    "end_of_epoch",
     "seed_everything",
     "train",
     "validate",

@@ -13,8 +13,8 @@ from torch import nn
 
 from bpnet.config import ExperimentSpec, to_dict
 from bpnet.errors import SpecError
-from bpnet.inference.runtime import TORCH_SUFFIXES, load_model
 from bpnet.models import arch_graph
+from bpnet.models.checkpoint import SUFFIXES, load_trained
 
 
 def check_normalization(spec: ExperimentSpec, pretrained: dict, source: str) -> None:
@@ -121,13 +121,14 @@ def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Modu
             )
         return None
     source = str(spec.teacher_model)
-    if Path(source).suffix.lower() not in TORCH_SUFFIXES:
+    if Path(source).suffix.lower() not in SUFFIXES:
         raise SpecError(
             f"teacher_model {source}: a teacher is a .pth checkpoint (bpnet train, import)"
         )
-    loaded = load_model(source)
-    check_normalization(spec, {"spec": to_dict(loaded.train_spec)}, source)
-    teacher = loaded.model
+    trained = load_trained(source)
+    check_normalization(spec, {"spec": to_dict(trained.train_spec)}, source)
+    trained.pose  # noqa: B018 (raises for a checkpoint that stores no skeleton, as before)
+    teacher = trained.model
     wanted = (student.num_heatmaps, student.num_pafs)
     if (teacher.num_heatmaps, teacher.num_pafs) != wanted:
         raise SpecError(

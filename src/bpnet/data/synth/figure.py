@@ -17,26 +17,9 @@ from typing import TypeVar
 
 import numpy as np
 
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
-"""The 17 COCO person keypoints, in the order of the annotation arrays."""
+from bpnet.data.coco import COCO_KEYPOINTS
+
+KEYPOINT_NAMES = COCO_KEYPOINTS  # the order of the annotation arrays
 
 COCO_SKELETON: tuple[tuple[int, int], ...] = (
     (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),

@@ -27,19 +27,24 @@ import os
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from bpnet.config import to_dict
+from bpnet.config import ExperimentSpec, from_dict, load_experiment_spec, to_dict
 from bpnet.errors import BpnetError
 from bpnet.io import write_with_atomic
+from bpnet.models.posenet import PoseNet, load_state_checked, model_from_arch
 from bpnet.pose import PoseConfig
+from bpnet.pose.skeleton import parse_pose_config
 
 FORMAT = "bpnet-checkpoint"
 VERSION = 1
+SUFFIXES = (".pth", ".pt")  # what a checkpoint file is called
 _EPOCH_FILE = re.compile(r"model_epoch_(\d+)\.pth")
 
 
@@ -166,11 +171,78 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return checkpoint
 
 
+@dataclass
+class TrainedModel:
+    """A checkpoint's network, rebuilt from its own per-layer widths, and what was stored with it.
+
+    Attributes:
+        path: the checkpoint file.
+        model: the network with its weights, in eval mode, on the device it was loaded to.
+        checkpoint: the whole stored dict (optimiser state, epoch, raw spec and pose, ...).
+    """
+
+    path: Path
+    model: PoseNet
+    checkpoint: dict
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: dict, path: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> TrainedModel:
+        """Rebuild the network of a checkpoint already read with :func:`load_checkpoint`.
+
+        Raises:
+            BpnetError: its stored widths and weights disagree.
+        """
+        model = model_from_arch(checkpoint["arch"])
+        load_state_checked(model, checkpoint["state_dict"], str(path))
+        return cls(Path(path), model.to(device).eval(), checkpoint)
+
+    @cached_property
+    def train_spec(self) -> ExperimentSpec:
+        """The stored, resolved experiment spec (TAO's defaults when none was stored)."""
+        stored = self.checkpoint.get("spec")
+        if not stored:
+            return load_experiment_spec(None)
+        return from_dict(ExperimentSpec, stored, f"{self.path} (stored spec)")
+
+    @cached_property
+    def pose(self) -> PoseConfig:
+        """The skeleton the heads were trained for.
+
+        Raises:
+            BpnetError: the checkpoint stores none.
+        """
+        stored = self.checkpoint.get("pose")
+        if not stored:
+            raise BpnetError(
+                f"{self.path}: the checkpoint stores no pose config; re-save it with bpnet"
+            )
+        return parse_pose_config(stored, source=f"{self.path} (stored pose config)")
+
+
+def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+    """Read a checkpoint and rebuild its network (its own widths) with its weights.
+
+    Example:
+        >>> trained = load_trained("runs/demo/train/model_epoch_001.pth")  # doctest: +SKIP
+        >>> maps = trained.model(images)[-1]  # doctest: +SKIP
+
+    Raises:
+        BpnetError: the file is missing, unreadable, not a bpnet checkpoint, or its stored
+            widths and weights disagree.
+    """
+    return TrainedModel.from_checkpoint(load_checkpoint(path, map_location=device), path, device)
+
+
 __all__ = [
+    "SUFFIXES",
+    "TrainedModel",
     "checkpoint_path",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_trained",
     "prune_checkpoints",
     "save_checkpoint",
 ]

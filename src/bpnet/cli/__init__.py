@@ -1,0 +1,50 @@
+"""The `bpnet` command line: it parses arguments and calls one library function per command.
+
+Each command's parser sits beside its handler, one module per command group; the option groups
+several commands share are in :mod:`bpnet.cli.options`. Errors a user can cause
+(:class:`bpnet.errors.BpnetError`) print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bpnet import __version__
+from bpnet.cli import bench, data, evaluate, export, imports, prune, train
+from bpnet.errors import BpnetError
+
+EXIT_USER_ERROR = 2
+COMMAND_GROUPS = (data, train, evaluate, prune, bench, export, imports)  # the order of --help
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bpnet",
+        description="Bottom-up multi-person pose estimation (heatmaps + PAFs): the BodyPoseNet "
+        "workflow on CPU or GPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"bpnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_parsers(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the top level's, says what it takes
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return args.func(args)
+    except BpnetError as err:
+        print(f"bpnet: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("bpnet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

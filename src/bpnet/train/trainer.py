@@ -38,6 +38,7 @@ from bpnet.config import (
     load_inference_spec,
     resolve_pose_config,
     save_spec,
+    to_dict,
 )
 from bpnet.config.inference import InferenceSpec
 from bpnet.config.spec import STRIDE
@@ -88,6 +89,19 @@ METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SPEC_FILE = "experiment_spec.yaml"
 TENSORBOARD_DIR = "tensorboard"
+# spec fields a resumed run may change: how long it runs and what it writes or measures on the
+# way, never what the network learns from (model, data, augmentation, loss, optimiser, seed)
+MAY_CHANGE_ON_RESUME = (
+    "num_epoch",
+    "checkpoint_n_epoch",
+    "validation_every_n_epoch",
+    "max_ckpt_to_keep",
+    "log_every_n_secs",
+    "log_tensorboard",
+    "inference_spec",
+    "dataloader.num_workers",
+    "dataloader.dataset_config.root_data_path",  # the same data, moved (bpnet train -d)
+)
 
 
 def train(
@@ -194,21 +208,28 @@ def _train(
     )  # fmt: skip
     amp_dtype = autocast_dtype(spec.mixed_precision, dist.device, say)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
-    start_epoch, step = 0, 0
+    start_epoch, step, changed = 0, 0, {}
     if checkpoint is not None:
+        changed = resume_changes(checkpoint.get("spec"), spec, resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
         say(f"resuming from {resume} (epoch {start_epoch}/{spec.num_epoch}, step {step})")
+        if changed:
+            say("changed since then: " + ", ".join(_change(k, *v) for k, v in changed.items()))
     log = None
-    if dist.is_main:
+    # a run with nothing left to do writes nothing: the folder keeps the settings that ran
+    if dist.is_main and start_epoch < spec.num_epoch:
         save_spec(spec, results_dir / SPEC_FILE)
         board = None
         if spec.log_tensorboard:
             board = tensorboard_writer(results_dir / TENSORBOARD_DIR, purge_step=step + 1)
         log = MetricsLog(results_dir / METRICS_FILE, keep_until_step=step, tensorboard=board)
+        if changed:
+            changes = {key: {"was": was, "now": now} for key, (was, now) in changed.items()}
+            log.write({"kind": "resume", "epoch": start_epoch, "step": step, "changed": changes})
     say(
         f"training {spec.num_epoch} epochs x {steps_per_epoch} steps of {batch_images} images "
         f"on {dist.world_size} x {dist.device.type}"
@@ -309,6 +330,53 @@ def _train(
         "rank": dist.rank,
         "world_size": dist.world_size,
     }
+
+
+def resume_changes(saved: dict | None, spec: ExperimentSpec, resume: Path) -> dict:
+    """The spec fields that differ from the checkpoint's, ``{dotted key: (was, now)}``.
+
+    Only :data:`MAY_CHANGE_ON_RESUME` may differ: any other change would continue the stored
+    network under settings it was not trained with, and record them as if it had been.
+
+    Args:
+        saved: the checkpoint's ``spec`` (None for a checkpoint without one: nothing to check).
+        spec: the spec of this run.
+        resume: the checkpoint file, for the message.
+
+    Raises:
+        SpecError: fields outside :data:`MAY_CHANGE_ON_RESUME` differ (lists them all).
+    """
+    if saved is None:
+        return {}
+    now = _flatten(to_dict(spec))
+    # a field newer than the checkpoint ran with its default then
+    was = {**_flatten(to_dict(ExperimentSpec())), **_flatten(saved)}
+    changed = {k: (was.get(k), v) for k, v in now.items() if was.get(k) != v}
+    refused = [k for k in changed if k not in MAY_CHANGE_ON_RESUME]
+    if refused:
+        shown = ", ".join(_change(k, *changed[k]) for k in refused)
+        raise SpecError(
+            f"{resume}: the spec differs from the one this training ran with ({shown}); rerun "
+            "with the original settings to resume, or train into a new results folder (-r); "
+            "only the run's length, the checkpoint, validation and logging cadence, "
+            "num_workers and root_data_path may change on resume"
+        )
+    return changed
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested dict as ``{dotted.key: leaf}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _change(key: str, was, now) -> str:
+    return f"{key}: {was!r} -> {now!r}"
 
 
 def busy_cpu_note(threads: int, load: float | None = None, cores: int | None = None) -> str:
@@ -579,6 +647,7 @@ __all__ = [
     "check_finite",
     "compute_loss",
     "distillation_loss",
+    "resume_changes",
     "seed_everything",
     "train",
     "validate",

@@ -1,0 +1,93 @@
+"""Issue 16's catalogue of bad inputs and bad moments (docs/RELIABILITY.md): each case exits 2
+with one line naming the file or field, no traceback, and nothing half-written."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bpnet.cli import main
+from test_train import TRAIN_IDS, VAL_IDS, run_cli, subset, write_spec
+
+
+@pytest.fixture(scope="module")
+def tiny_coco(coco_fixture, tmp_path_factory) -> Path:
+    """4 training images and 3 validation images of the real COCO fixture (as test_train)."""
+    root = tmp_path_factory.mktemp("tiny_coco")
+    subset(coco_fixture, "train2017", TRAIN_IDS, root, "train")
+    subset(coco_fixture, "val2017", VAL_IDS, root, "val")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_coco, tmp_path_factory):
+    """One uninterrupted 2-epoch run: (spec file, results folder)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    spec = write_spec(tmp / "spec.yaml", tiny_coco, log_tensorboard=True)
+    out = tmp / "results"
+    run_cli(["train", "-e", str(spec), "-r", str(out)])
+    return spec, out
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder``: relative path -> bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def one_line_error(capsys, argv, code: int = 2) -> str:
+    """Run ``bpnet ARGV`` in-process; assert it failed with one line on stderr; return it."""
+    assert main([str(a) for a in argv]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("bpnet: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def saved_spec(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["spec"]
+
+
+# resume ----------------------------------------------------------------------------------------
+
+
+def test_resume_refuses_a_changed_spec_and_lists_the_keys(trained, tmp_path, capsys):
+    spec_file, reference = trained
+    out = tmp_path / "results"
+    shutil.copytree(reference, out)
+    before = snapshot(out)
+    err = one_line_error(capsys, ["train", "-e", spec_file, "-r", out, "-o", "num_epoch=3",
+                                  "-o", "model.stages=4", "-o", "optimizer.type=sgd"])  # fmt: skip
+    assert "model_epoch_002.pth: the spec differs" in err
+    assert "model.stages: 2 -> 4" in err and "optimizer.type: 'adam' -> 'sgd'" in err
+    assert "num_epoch" not in err.split("(")[1].split(")")[0]  # allowed, so not listed
+    assert snapshot(out) == before  # nothing written, nothing trained
+
+
+def test_resume_allows_and_records_the_run_length_and_cadence(trained, tmp_path):
+    spec_file, reference = trained
+    out = tmp_path / "results"
+    shutil.copytree(reference, out)
+    changes = ["num_epoch=3", "validation_every_n_epoch=0", "log_tensorboard=false"]
+    argv = ["train", "-e", str(spec_file), "-r", str(out)]
+    stdout = run_cli(argv + [f"--override={item}" for item in changes])
+    assert "changed since then: num_epoch: 2 -> 3, validation_every_n_epoch: 2 -> 0" in stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed = [r for r in records if r["kind"] == "resume"]
+    assert resumed == [{"kind": "resume", "epoch": 2, "step": 4, "changed": {
+        "num_epoch": {"was": 2, "now": 3}, "validation_every_n_epoch": {"was": 2, "now": 0},
+        "log_tensorboard": {"was": True, "now": False}}}]  # fmt: skip
+    assert yaml.safe_load((out / "experiment_spec.yaml").read_text())["num_epoch"] == 3
+    assert saved_spec(out / "model_epoch_003.pth")["num_epoch"] == 3
+
+
+def test_nothing_to_do_rewrites_nothing(trained, tmp_path):
+    spec_file, reference = trained
+    out = tmp_path / "results"
+    shutil.copytree(reference, out)
+    before = snapshot(out)
+    stdout = run_cli(["train", "-e", str(spec_file), "-r", str(out), "-o", "log_every_n_secs=9"])
+    assert "nothing to do" in stdout
+    assert snapshot(out) == before  # the spec file still holds the settings that ran

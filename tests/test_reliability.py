@@ -3,6 +3,8 @@ with one line naming the file or field, no traceback, and nothing half-written."
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,50 @@ def test_nothing_to_do_rewrites_nothing(trained, tmp_path):
     stdout = run_cli(["train", "-e", str(spec_file), "-r", str(out), "-o", "log_every_n_secs=9"])
     assert "nothing to do" in stdout
     assert snapshot(out) == before  # the spec file still holds the settings that ran
+
+
+# one run per results folder ------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from bpnet.io import folder_lock
+with folder_lock(sys.argv[1], "bpnet train"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_training_in_the_same_folder_refuses_and_a_killed_ones_lock_does_not_block(
+    tiny_coco, tmp_path, capsys
+):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_coco, num_epoch=1, validation_every_n_epoch=0)
+    out = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"  # "the first training" runs
+        before = snapshot(out)
+        err = one_line_error(capsys, ["train", "-e", spec, "-r", out])
+        assert f"{out}: bpnet train (pid {holder.pid}) is already writing to this folder" in err
+        assert snapshot(out) == before
+    finally:
+        holder.kill()  # SIGKILL: its lock file stays behind
+        holder.wait()
+    assert (out / ".bpnet.lock").is_file()
+    run_cli(["train", "-e", str(spec), "-r", str(out)])
+    assert (out / "model_epoch_001.pth").is_file() and not (out / ".bpnet.lock").exists()
+
+
+def test_temporary_files_of_a_killed_save_are_removed_at_start(tiny_coco, tmp_path):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_coco, num_epoch=1, validation_every_n_epoch=0)
+    out = tmp_path / "results"
+    (out / "validation").mkdir(parents=True)
+    stale = [out / ".model_epoch_002.k3x_9a0q.tmp.pth", out / ".metrics.abcdefgh.tmp.jsonl",
+             out / "validation" / ".results.0a1b2c3d.tmp.json"]  # fmt: skip
+    for path in stale:
+        path.write_bytes(b"")  # what kill -9 right after mkstemp leaves
+    mine = [out / ".notes.tmp", out / "model.tmp.pth"]  # not bpnet's pattern: left alone
+    for path in mine:
+        path.write_text("keep")
+    run_cli(["train", "-e", str(spec), "-r", str(out)])
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_text() == "keep" for path in mine)

@@ -9,7 +9,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,91 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise BpnetError(f"{path}: cannot create or write this folder; choose a writable one")
     return path
+
+
+# what atomic_path's temporary files are called: ".<stem>.<8 random chars>.tmp<suffix>"
+_TEMP_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left in ``folder``.
+
+    Only call it while no other process writes there (under :func:`folder_lock`): a live
+    writer's temporary file has the same name. Returns the deleted paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TEMP_FILE.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+LOCK_FILE = ".bpnet.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
+    """Hold an exclusive lock on an output folder (created if missing) while the block runs.
+
+    The lock is ``flock`` on ``folder/.bpnet.lock``: the kernel drops it when the process dies,
+    so a run killed with ``kill -9`` never blocks the next one. The file is removed on exit,
+    and so is the folder when this call created it and nothing else was written there.
+
+    Args:
+        folder: the output folder.
+        command: what holds it, for the other process's message (e.g. ``bpnet train``).
+
+    Raises:
+        BpnetError: another process holds the lock (names it and its pid), or the folder
+            cannot be written.
+
+    Example:
+        >>> with folder_lock("runs/demo/train", "bpnet train"):  # doctest: +SKIP
+        ...     train(spec, "runs/demo/train")
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: run unlocked
+        yield Path(folder)
+        return
+    folder = check_output_dir(folder)
+    created = not folder.exists()
+    lock = folder / LOCK_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").split()
+                os.close(fd)
+                who = f"{command} (pid {holder[0]})" if holder else command
+                raise BpnetError(
+                    f"{folder}: {who} is already writing to this folder; wait for it to end, "
+                    "or choose another folder"
+                ) from None
+            # the holder may have removed the file between our open and our lock: retry
+            with suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {command}\n".encode())
+    except OSError as err:
+        raise BpnetError(
+            f"{folder}: cannot lock this folder ({err.strerror}); choose a writable one"
+        ) from None
+    try:
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
+        if created:
+            with suppress(OSError):
+                folder.rmdir()  # only when empty: a run that failed before writing anything
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

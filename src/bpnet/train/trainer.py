@@ -23,6 +23,7 @@ import random
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -47,7 +48,7 @@ from bpnet.data.dataset import build_dataloader
 from bpnet.errors import BpnetError, DatasetError, SpecError
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
-from bpnet.io import check_output_dir
+from bpnet.io import check_output_dir, folder_lock, remove_stale_temp_files
 from bpnet.loss import pose_loss, regularization
 from bpnet.models import build_model, load_state_checked, model_from_arch
 from bpnet.models.pretrained_backbone import load_pretrained_backbone
@@ -89,6 +90,7 @@ METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SPEC_FILE = "experiment_spec.yaml"
 TENSORBOARD_DIR = "tensorboard"
+VALIDATION_DIR = "validation"
 # spec fields a resumed run may change: how long it runs and what it writes or measures on the
 # way, never what the network learns from (model, data, augmentation, loss, optimiser, seed)
 MAY_CHANGE_ON_RESUME = (
@@ -137,7 +139,9 @@ def train(
     owns_group = not torch_dist.is_initialized()
     dist = init_distributed()
     try:
-        return _train(spec, Path(results_dir), root, spec_path, dist, stream or sys.stdout)
+        # one training per results folder: two would both write every file
+        with folder_lock(results_dir, "bpnet train") if dist.is_main else nullcontext():
+            return _train(spec, Path(results_dir), root, spec_path, dist, stream or sys.stdout)
     finally:
         if owns_group:
             shutdown_distributed()
@@ -156,6 +160,9 @@ def _train(
             print(text, file=out, flush=True)
 
     check_output_dir(results_dir)
+    if dist.is_main:  # what a kill -9 during a save left (the folder is locked: none is live)
+        for folder in (results_dir, results_dir / VALIDATION_DIR):
+            remove_stale_temp_files(folder)
     if spec.log_tensorboard:
         require_tensorboard()
     if spec.load_graph and not spec.pretrained_weights:
@@ -635,7 +642,7 @@ def validate(
         autocast_bf16=amp_dtype == torch.bfloat16, device=dist.device,
     )  # fmt: skip
     report = evaluate(
-        root, spec.dataloader.dataset_config.val_split, results_dir / "validation", source,
+        root, spec.dataloader.dataset_config.val_split, results_dir / VALIDATION_DIR, source,
         pose, infer, label="training",
     )  # fmt: skip
     return {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}

@@ -1,10 +1,14 @@
 """Issue 16's catalogue of bad inputs and bad moments (docs/RELIABILITY.md): each case exits 2
 with one line naming the file or field, no traceback, and nothing half-written."""
 
+import errno
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -140,3 +144,93 @@ def test_temporary_files_of_a_killed_save_are_removed_at_start(tiny_coco, tmp_pa
     run_cli(["train", "-e", str(spec), "-r", str(out)])
     assert not any(path.exists() for path in stale)
     assert all(path.read_text() == "keep" for path in mine)
+
+
+# a full disk -----------------------------------------------------------------------------------
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def commands_writing(trained, tiny_coco, out: Path) -> dict:
+    """Every command that writes files, writing into ``out``."""
+    spec, reference = trained
+    model = reference / "model_epoch_002.pth"
+    picture = sorted((tiny_coco / "val").iterdir())[0]
+    return {
+        "train": ["train", "-e", spec, "-r", out, "-o", "num_epoch=1"],
+        "export": ["export", "-m", model, "-o", out / "model.onnx"],
+        "inference": ["inference", "-m", model, "--input", picture, "-r", out],
+        "evaluate": ["evaluate", "-m", model, "-d", tiny_coco, "--split", "val", "-r", out],
+        "prune": ["prune", "-m", model, "-o", out / "pruned.pth", "-pth", "0.5"],
+    }
+
+
+@pytest.mark.parametrize("command", ["train", "export", "inference", "evaluate", "prune"])
+def test_a_full_disk_is_one_line_naming_the_file(
+    command, trained, tiny_coco, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    argv = commands_writing(trained, tiny_coco, out)[command]
+    # every atomic write fails where a full disk reports it at the latest: flushing to disk
+    monkeypatch.setattr(os, "fsync", no_space)
+    err = one_line_error(capsys, argv)
+    # the file it was writing: in the output folder, or a temporary one (export stages there)
+    written = re.search(r"error: (\S+): not written: no space left on the device", err)
+    assert written and written[1].startswith((f"{out}/", tempfile.gettempdir())), err
+    assert "free some space" in err
+    # nothing half-written: no temporary file, no file but those written in full before
+    left = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert not [p for p in left if p.name.startswith(".")]
+
+
+def disk_usage(free: int):
+    return shutil._ntuple_diskusage(2 << 40, 2 << 40 - free, free)
+
+
+def test_torch_save_on_a_full_disk_is_one_line(trained, tmp_path, monkeypatch, capsys):
+    """torch.save's C++ writer reports a full disk without an errno ("unexpected pos")."""
+    spec, _ = trained
+    out = tmp_path / "out"
+
+    def half_then_fail(obj, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", half_then_fail)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2 << 20, 2 << 20, 0)
+    )
+    err = one_line_error(capsys, ["train", "-e", spec, "-r", out, "-o", "num_epoch=1"])
+    assert f"{out / 'model_epoch_001.pth'}: not written: no space left" in err
+    names = sorted(p.name for p in out.iterdir())
+    assert "model_epoch_001.pth" not in names and not [n for n in names if n.startswith(".")]
+
+    # with free space left, the same error is not blamed on the disk
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40)
+    )
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        main(["train", "-e", str(spec), "-r", str(tmp_path / "other"), "-o", "num_epoch=1"])
+
+
+def test_a_full_disk_while_appending_to_the_log_names_the_log(tmp_path, monkeypatch):
+    from bpnet.io import DiskFullError
+    from bpnet.train import monitor
+
+    log = monitor.MetricsLog(tmp_path / "metrics.jsonl")
+    monkeypatch.setattr(monitor, "open", no_space, raising=False)
+    with pytest.raises(DiskFullError, match=r"metrics\.jsonl: not written: no space left"):
+        log.write({"kind": "step", "step": 1})
+
+
+def test_any_other_disk_full_error_is_one_line(monkeypatch, capsys):
+    import bpnet.cli
+
+    def full(args):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/data/x.bin")
+
+    monkeypatch.setattr(bpnet.cli, "_cmd_spec_show", full)  # a command whose write hits a quota
+    err = one_line_error(capsys, ["spec", "show", "-e", "specs/synthetic_demo.yaml"])
+    assert "/data/x.bin: not written: no space left on the device" in err

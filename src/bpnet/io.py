@@ -3,6 +3,7 @@ whose failures are one-line errors naming the file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,6 +17,37 @@ from typing import Any
 import yaml
 
 from bpnet.errors import BpnetError, DatasetError, SpecError
+
+# write errors that mean "the disk (or the user's quota) is full"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NEARLY_FULL = 4 << 20  # bytes: free space below this after a failed write means no space
+
+
+class DiskFullError(BpnetError):
+    """A file could not be written because its disk or quota is full."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        what = f"{path}: not written" if path is not None else "a file could not be written"
+        folder = Path(path).parent if path is not None else "the output folder"
+        super().__init__(
+            f"{what}: no space left on the device (the files written before are intact); free "
+            f"some space on the disk of {folder} (temporary files go to "
+            f"{tempfile.gettempdir()}; TMPDIR moves them) and run the command again"
+        )
+
+
+def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """True when ``err`` says the disk or quota is full, or ``folder``'s disk has (almost) no
+    free space left: torch.save's C++ writer reports a full disk as "unexpected pos" or
+    "iostream error", without an errno."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        return True
+    if folder is None or not isinstance(err, OSError | RuntimeError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
 
 
 def _umask() -> int:
@@ -34,6 +66,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Raises:
         BpnetError: the folder cannot be created or written (names the path).
+        DiskFullError: the disk or quota filled up while writing (names the path).
 
     Example:
         >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
@@ -47,6 +80,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
         )
     except OSError as err:
+        if is_disk_full(err):
+            raise DiskFullError(path) from None
         raise BpnetError(
             f"{path}: cannot write here ({err.strerror}); choose a writable folder"
         ) from None
@@ -58,6 +93,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as err:
+        if is_disk_full(err, path.parent):  # checked before the partial file is removed
+            raise DiskFullError(path) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

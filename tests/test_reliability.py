@@ -234,3 +234,68 @@ def test_any_other_disk_full_error_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(bpnet.cli, "_cmd_spec_show", full)  # a command whose write hits a quota
     err = one_line_error(capsys, ["spec", "show", "-e", "specs/synthetic_demo.yaml"])
     assert "/data/x.bin: not written: no space left on the device" in err
+
+
+# dataset stats checks every image and every value ----------------------------------------------
+
+
+@pytest.fixture
+def val_copy(coco_fixture, tmp_path) -> Path:
+    """A writable copy of the fixture's val2017 split (50 images)."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    shutil.copy(
+        coco_fixture / "annotations" / "person_keypoints_val2017.json", root / "annotations"
+    )
+    shutil.copytree(coco_fixture / "val2017", root / "val2017")
+    return root
+
+
+def annotations_of(root: Path) -> tuple[Path, dict]:
+    path = root / "annotations" / "person_keypoints_val2017.json"
+    return path, json.loads(path.read_text())
+
+
+def test_stats_decodes_every_image(val_copy, capsys):
+    images = sorted((val_copy / "val2017").iterdir())
+    images[0].write_bytes(b"")  # zero bytes
+    images[1].write_bytes(images[1].read_bytes()[:2000])  # truncated
+    images[2].write_bytes(bytes(range(256)) * 8)  # not an image
+    shutil.copy(images[4], images[3])  # another picture, of another size
+    err = one_line_error(capsys, ["dataset", "stats", "-d", val_copy, "--split", "val2017"])
+    assert "4 problem(s) found" in err
+    assert f"unreadable images: 3 (first: {images[0]} (an empty file))" in err
+    assert f"images of another size than their width/height: 1 (first: {images[3]} is " in err
+    # --skip-image-check opens no image
+    argv = ["dataset", "stats", "-d", val_copy, "--split", "val2017", "--skip-image-check"]
+    assert main([str(a) for a in argv]) == 0
+
+
+def test_stats_checks_annotation_values(val_copy, capsys):
+    path, data = annotations_of(val_copy)
+    people = [a for a in data["annotations"] if a["num_keypoints"] > 0]
+    people[0]["keypoints"][0:3] = [1e9, 5, 2]  # a keypoint far outside its image
+    k = people[1]["keypoints"][2::3].index(2)  # a visible keypoint: now "7"
+    people[1]["keypoints"][3 * k + 2] = 7
+    people[2]["num_keypoints"] += 3
+    path.write_text(json.dumps(data))
+    err = one_line_error(capsys, ["dataset", "stats", "-d", val_copy, "--split", "val2017"])
+    assert "3 problem(s) found" in err
+    assert f"keypoints far outside their image: 1 (first: annotations[id={people[0]['id']}]" in err
+    assert f"visibility flags not 0, 1 or 2: 1 (first: annotations[id={people[1]['id']}]." in err
+    assert f"keypoints[{k}] v=7" in err
+    assert f"annotations[id={people[2]['id']}].num_keypoints is {people[2]['num_keypoints']}" in err
+
+
+def test_a_negative_area_is_refused_where_annotations_load(val_copy, tmp_path, capsys):
+    path, data = annotations_of(val_copy)
+    person = next(a for a in data["annotations"] if a["num_keypoints"] > 0)
+    person["area"] = -25.0
+    path.write_text(json.dumps(data))
+    field = f"annotations[id={person['id']}].area: -25.0 is negative"
+    err = one_line_error(capsys, ["dataset", "stats", "-d", val_copy, "--split", "val2017"])
+    assert f"{path}: {field}" in err and "silently leave this person out" in err
+    # evaluation refuses it instead of scoring without that person
+    argv = ["evaluate", "--oracle", "-d", val_copy, "--split", "val2017", "-r", tmp_path / "r"]
+    assert field in one_line_error(capsys, argv)
+    assert not (tmp_path / "r").exists()

@@ -407,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(stats)
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.add_argument(
-        "--skip-image-check", action="store_true", help="do not check that image files exist"
+        "--skip-image-check",
+        action="store_true",
+        help="do not open the image files (by default each is decoded and its size checked)",
     )
     stats.set_defaults(func=_cmd_dataset_stats)
 

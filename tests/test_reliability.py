@@ -299,3 +299,31 @@ def test_a_negative_area_is_refused_where_annotations_load(val_copy, tmp_path, c
     argv = ["evaluate", "--oracle", "-d", val_copy, "--split", "val2017", "-r", tmp_path / "r"]
     assert field in one_line_error(capsys, argv)
     assert not (tmp_path / "r").exists()
+
+
+# dataset synth ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_synth_folders_follow_the_umask(tmp_path, umask):
+    saved = os.umask(umask)
+    try:
+        assert main(["dataset", "synth", "--out", str(tmp_path / "data"), "--train", "1",
+                     "--val", "1"]) == 0  # fmt: skip
+    finally:
+        os.umask(saved)
+    folders = [tmp_path / "data", *[p for p in (tmp_path / "data").rglob("*") if p.is_dir()]]
+    assert len(folders) == 4  # the root, annotations/, train/, val/
+    assert {oct(p.stat().st_mode & 0o777) for p in folders} == {oct(0o777 & ~umask)}
+
+
+def test_synth_removes_the_partial_folder_of_a_killed_run(tmp_path, capsys):
+    dead = tmp_path / ".data.999999999.k3x_9a0q.partial"  # no process has this pid
+    live = tmp_path / f".data.{os.getpid()}.abcdefgh.partial"  # a run still writing
+    other = tmp_path / ".other.999999999.abcdefgh.partial"  # another dataset's
+    for folder in (dead, live, other):
+        (folder / "train").mkdir(parents=True)
+    assert main(["dataset", "synth", "--out", str(tmp_path / "data"), "--train", "1",
+                 "--val", "1"]) == 0  # fmt: skip
+    assert not dead.exists() and live.is_dir() and other.is_dir()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.") and p != live]

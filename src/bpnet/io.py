@@ -50,7 +50,8 @@ def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) ->
         return False
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -85,7 +86,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise BpnetError(
             f"{path}: cannot write here ({err.strerror}); choose a writable folder"
         ) from None
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -327,3 +327,18 @@ def test_synth_removes_the_partial_folder_of_a_killed_run(tmp_path, capsys):
                  "--val", "1"]) == 0  # fmt: skip
     assert not dead.exists() and live.is_dir() and other.is_dir()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.") and p != live]
+
+
+# data errors in DataLoader workers -------------------------------------------------------------
+
+
+def test_a_data_error_in_a_worker_process_is_one_line(tiny_coco, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_coco, root)
+    victim = sorted((root / "train").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:500])  # truncated
+    spec = write_spec(tmp_path / "spec.yaml", root, num_epoch=1, validation_every_n_epoch=0)
+    argv = ["train", "-e", spec, "-r", tmp_path / "out", "-o", "dataloader.num_workers=2"]
+    err = one_line_error(capsys, argv)
+    assert err.startswith(f"bpnet: error: {victim}: not a readable image")
+    assert "DataLoader worker" not in err

@@ -27,6 +27,9 @@ class DiskFullError(BpnetError):
     """A file could not be written because its disk or quota is full."""
 
     def __init__(self, path: str | os.PathLike | None):
+        if isinstance(path, str) and path.startswith("Caught "):  # from a DataLoader worker
+            super().__init__(path)
+            return
         what = f"{path}: not written" if path is not None else "a file could not be written"
         folder = Path(path).parent if path is not None else "the output folder"
         super().__init__(

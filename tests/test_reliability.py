@@ -342,3 +342,25 @@ def test_a_data_error_in_a_worker_process_is_one_line(tiny_coco, tmp_path, capsy
     err = one_line_error(capsys, argv)
     assert err.startswith(f"bpnet: error: {victim}: not a readable image")
     assert "DataLoader worker" not in err
+
+
+# smaller cases ---------------------------------------------------------------------------------
+
+
+def test_a_missing_dataset_root_is_named_as_such(tiny_coco, tmp_path, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_coco)
+    missing = tmp_path / "no_such_dataset"
+    err = one_line_error(capsys, ["train", "-e", spec, "-r", tmp_path / "out", "-d", missing])
+    assert f"{missing}: dataset root not found" in err and "val_split" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_sample_into_a_file_says_it_is_a_file(coco_fixture, tmp_path, capsys):
+    target = tmp_path / "calibration"
+    target.write_text("not a folder")
+    ann = coco_fixture / "annotations" / "person_keypoints_val2017.json"
+    argv = ["calibration", "sample", "-a", ann, "-i", coco_fixture / "val2017", "-o", target,
+            "-n", "2"]  # fmt: skip
+    err = one_line_error(capsys, argv)
+    assert f"{target}: is a file, not a folder" in err
+    assert target.read_text() == "not a folder"

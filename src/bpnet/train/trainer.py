@@ -459,6 +459,11 @@ def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path 
             "no dataset root: pass one (bpnet train -d ROOT) or set "
             "dataloader.dataset_config.root_data_path in the spec"
         )
+    if not Path(root).is_dir():
+        raise DatasetError(
+            f"{root}: dataset root not found; pass an existing folder with bpnet train -d ROOT "
+            "or fix dataloader.dataset_config.root_data_path"
+        )
     if spec.validation_every_n_epoch:
         # fail now rather than after the first epochs
         ann_file, _ = split_paths(root, spec.dataloader.dataset_config.val_split)

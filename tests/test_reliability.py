@@ -4,11 +4,14 @@ with one line naming the file or field, no traceback, and nothing half-written."
 import errno
 import json
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -364,3 +367,61 @@ def test_calibration_sample_into_a_file_says_it_is_a_file(coco_fixture, tmp_path
     err = one_line_error(capsys, argv)
     assert f"{target}: is a file, not a folder" in err
     assert target.read_text() == "not a folder"
+
+
+# kill -9 at random points ----------------------------------------------------------------------
+
+# `bpnet train ARGS`; with DIE_IN_SAVE set, the first checkpoint save writes half its bytes to
+# the temporary file and the process SIGKILLs itself there
+TRAIN_MAY_DIE_IN_SAVE = """
+import os, signal, sys
+import torch
+if os.environ.get("DIE_IN_SAVE"):
+    real_save = torch.save
+    def save_half_then_die(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    torch.save = save_half_then_die
+from bpnet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_five_times_then_the_rerun_equals_an_uninterrupted_run(tiny_coco, tmp_path):
+    """5 SIGKILLs at random moments of the training loop (one inside a checkpoint write), each
+    followed by the same command: the last run ends with the uninterrupted run's weights, every
+    step logged once, and no temporary file. 16 epochs of 2 steps, a checkpoint every epoch."""
+    rng = random.Random(16)
+    spec = write_spec(tmp_path / "spec.yaml", tiny_coco, num_epoch=16, validation_every_n_epoch=0)
+    reference, out = tmp_path / "reference", tmp_path / "results"
+    run_cli(["train", "-e", str(spec), "-r", str(reference)])
+
+    command = [sys.executable, "-c", TRAIN_MAY_DIE_IN_SAVE, "train", "-e", spec, "-r", out]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the reference ran on one thread too
+    in_save = rng.randrange(5)
+    for kill in range(5):
+        die_in_save = {"DIE_IN_SAVE": "1"} if kill == in_save else {}
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, env={**env, **die_in_save})
+        if not die_in_save:
+            # a random moment: up to 5 lines (2 an epoch) into the loop, then up to 50 ms more
+            lines = [run.stdout.readline() for _ in range(rng.randint(2, 6))]
+            assert lines[0].startswith((b"training", b"resuming")), lines
+            time.sleep(rng.uniform(0, 0.05))
+            run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=60)
+        assert run.returncode == -signal.SIGKILL, (kill, run.returncode)
+        if die_in_save:  # it died with a half-written temporary checkpoint
+            assert [p.name for p in out.glob(".model_epoch_*.tmp.pth")]
+    final = subprocess.run(command, capture_output=True, env=env, timeout=60)
+    assert final.returncode == 0, final.stderr
+    assert b"resuming from" in final.stdout and b"model_epoch_016.pth" in final.stdout
+
+    mine = torch.load(out / "model_epoch_016.pth", weights_only=True)
+    theirs = torch.load(reference / "model_epoch_016.pth", weights_only=True)
+    assert (mine["epoch"], mine["step"]) == (16, 32)
+    assert all(torch.equal(mine["state_dict"][k], v) for k, v in theirs["state_dict"].items())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 33))
+    assert not [p for p in out.rglob(".*")]  # no temporary file, no lock file

@@ -4,9 +4,24 @@ Every message names the file or field at fault and says how to fix it; the CLI p
 one line and exits with status 2, without a traceback.
 """
 
+import re
+
 
 class BpnetError(Exception):
     """A user-facing error: bad input file, bad spec key, missing image, ..."""
+
+    def __init__(self, *args):
+        # A DataLoader worker's error is raised again in the main process as
+        # type(err)("Caught <type> in DataLoader worker process N.\nOriginal Traceback ...
+        # \n<module>.<type>: <message>\n"): keep the message, the worker's stack means nothing
+        # to a user
+        if len(args) == 1 and isinstance(args[0], str) and _WORKER_ERROR.match(args[0]):
+            last = args[0].rstrip("\n").rsplit("\n", 1)[-1]
+            args = (last.split(": ", 1)[-1],)
+        super().__init__(*args)
+
+
+_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 
 
 class SpecError(BpnetError):

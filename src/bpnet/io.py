@@ -3,13 +3,14 @@ whose failures are one-line errors naming the file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,43 @@ import yaml
 
 from bpnet.errors import BpnetError, DatasetError, SpecError
 
+# write errors that mean "the disk (or the user's quota) is full"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NEARLY_FULL = 4 << 20  # bytes: free space below this after a failed write means no space
 
-def _umask() -> int:
+
+class DiskFullError(BpnetError):
+    """A file could not be written because its disk or quota is full."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        if isinstance(path, str) and path.startswith("Caught "):  # from a DataLoader worker
+            super().__init__(path)
+            return
+        what = f"{path}: not written" if path is not None else "a file could not be written"
+        folder = Path(path).parent if path is not None else "the output folder"
+        super().__init__(
+            f"{what}: no space left on the device (the files written before are intact); free "
+            f"some space on the disk of {folder} (temporary files go to "
+            f"{tempfile.gettempdir()}; TMPDIR moves them) and run the command again"
+        )
+
+
+def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """True when ``err`` says the disk or quota is full, or ``folder``'s disk has (almost) no
+    free space left: torch.save's C++ writer reports a full disk as "unexpected pos" or
+    "iostream error", without an errno."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        return True
+    if folder is None or not isinstance(err, OSError | RuntimeError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -34,6 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Raises:
         BpnetError: the folder cannot be created or written (names the path).
+        DiskFullError: the disk or quota filled up while writing (names the path).
 
     Example:
         >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
@@ -47,10 +84,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
         )
     except OSError as err:
+        if is_disk_full(err):
+            raise DiskFullError(path) from None
         raise BpnetError(
             f"{path}: cannot write here ({err.strerror}); choose a writable folder"
         ) from None
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -58,6 +97,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as err:
+        if is_disk_full(err, path.parent):  # checked before the partial file is removed
+            raise DiskFullError(path) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -80,6 +123,91 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise BpnetError(f"{path}: cannot create or write this folder; choose a writable one")
     return path
+
+
+# what atomic_path's temporary files are called: ".<stem>.<8 random chars>.tmp<suffix>"
+_TEMP_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left in ``folder``.
+
+    Only call it while no other process writes there (under :func:`folder_lock`): a live
+    writer's temporary file has the same name. Returns the deleted paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TEMP_FILE.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+LOCK_FILE = ".bpnet.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
+    """Hold an exclusive lock on an output folder (created if missing) while the block runs.
+
+    The lock is ``flock`` on ``folder/.bpnet.lock``: the kernel drops it when the process dies,
+    so a run killed with ``kill -9`` never blocks the next one. The file is removed on exit,
+    and so is the folder when this call created it and nothing else was written there.
+
+    Args:
+        folder: the output folder.
+        command: what holds it, for the other process's message (e.g. ``bpnet train``).
+
+    Raises:
+        BpnetError: another process holds the lock (names it and its pid), or the folder
+            cannot be written.
+
+    Example:
+        >>> with folder_lock("runs/demo/train", "bpnet train"):  # doctest: +SKIP
+        ...     train(spec, "runs/demo/train")
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: run unlocked
+        yield Path(folder)
+        return
+    folder = check_output_dir(folder)
+    created = not folder.exists()
+    lock = folder / LOCK_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").split()
+                os.close(fd)
+                who = f"{command} (pid {holder[0]})" if holder else command
+                raise BpnetError(
+                    f"{folder}: {who} is already writing to this folder; wait for it to end, "
+                    "or choose another folder"
+                ) from None
+            # the holder may have removed the file between our open and our lock: retry
+            with suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {command}\n".encode())
+    except OSError as err:
+        raise BpnetError(
+            f"{folder}: cannot lock this folder ({err.strerror}); choose a writable one"
+        ) from None
+    try:
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
+        if created:
+            with suppress(OSError):
+                folder.rmdir()  # only when empty: a run that failed before writing anything
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

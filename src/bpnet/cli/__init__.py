@@ -41,6 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BpnetError as err:
         print(f"bpnet: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as err:
+        from bpnet.io import DiskFullError, is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        # a write outside bpnet.io's atomic writers (a log line, a temporary file)
+        print(f"bpnet: error: {DiskFullError(err.filename)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("bpnet: interrupted", file=sys.stderr)
         return 130

@@ -40,7 +40,7 @@ def add_parsers(commands) -> None:
         "--skip_image_check",
         "--skip-image-check",
         action="store_true",
-        help="do not check that image files exist",
+        help="do not open the image files (by default each is decoded and its size checked)",
     )
 
     show = add_command(

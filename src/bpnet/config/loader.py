@@ -230,7 +230,7 @@ def _type_name(tp: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, whatever the value (a tensor's repr is not)
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 

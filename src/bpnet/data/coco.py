@@ -57,6 +57,7 @@ COCO_KEYPOINTS = (
 )
 """The 17 COCO person keypoints, in the order of the annotation arrays."""
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
+MAX_AREA = 1e10  # COCOeval's "all" area range is [0, 1e10]: people outside it are not scored
 IMAGE_KEYS = ("id", "file_name", "width", "height")
 LAYOUT_HINT = (
     "a dataset root must hold annotations/person_keypoints_<split>.json and a <split>/ folder "
@@ -256,6 +257,7 @@ def _validate(data: Any, ann_file: Path) -> tuple[dict, AnnotationTable]:
             ann["num_keypoints"] = n
         if "area" not in ann:
             ann["area"] = box[2] * box[3]
+    _check_areas(entries, ids, fail)
     table = AnnotationTable(
         entries=entries,
         ann_ids=ids,
@@ -376,6 +378,22 @@ def _flag_column(entries: list[dict], ids: np.ndarray, fail) -> np.ndarray:
         i = ok.index(False)
         raise fail(f"annotations[id={ids[i]}].iscrowd", f"{values[i]!r}: expected 0 or 1")
     return np.array(values, dtype=bool)
+
+
+def _check_areas(entries: list[dict], ids: np.ndarray, fail) -> None:
+    """``area``, when given, is a finite number >= 0: COCOeval silently leaves out a person
+    whose area is outside its [0, 1e10] range, and compares it as a number."""
+    for i, entry in enumerate(entries):
+        area = entry["area"]
+        if isinstance(area, bool) or not isinstance(area, int | float) or not math.isfinite(area):
+            raise fail(f"annotations[id={ids[i]}].area", f"{area!r}: expected a number of pixels")
+        if not 0 <= area <= MAX_AREA:
+            what = "is negative" if area < 0 else f"is above COCOeval's largest area ({MAX_AREA:g})"
+            raise fail(
+                f"annotations[id={ids[i]}].area",
+                f"{area!r} {what}, and evaluation would silently leave this person out; set it "
+                "to the person's segmentation area (or remove the key: the box area is used)",
+            )
 
 
 def _check_segmentations(

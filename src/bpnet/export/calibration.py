@@ -129,7 +129,9 @@ def sample_calibration_images(
     out_dir = Path(out_dir)
     if num < 1:
         raise BpnetError(f"-n must be >= 1, got {num}")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BpnetError(f"{out_dir}: is a file, not a folder; choose a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         raise BpnetError(f"{out_dir}: output folder is not empty; choose a new or empty folder")
     data = read_json(ann_file)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):

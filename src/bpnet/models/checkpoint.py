@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -151,7 +152,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     # bytes IndexError or ValueError; each means the same to the user
     except (
         RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, KeyError,
-        IndexError, ValueError, UnicodeDecodeError, AttributeError, TypeError,
+        IndexError, ValueError, UnicodeDecodeError, AttributeError, TypeError, struct.error,
     ) as err:  # fmt: skip
         reason = " ".join(str(err).split())[:200]
         raise BpnetError(

@@ -100,6 +100,11 @@ def load_state_checked(model: nn.Module, state_dict: Mapping[str, Tensor], sourc
         SpecError: naming ``source`` and the first tensor (in forward order) that is missing,
             extra or of another shape than the arch's widths give.
     """
+    if not isinstance(state_dict, Mapping):
+        raise SpecError(
+            f"{source}: the stored weights are a {type(state_dict).__name__}, not a mapping of "
+            "layer names to tensors; the file is damaged or not a bpnet model"
+        )
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state_dict:

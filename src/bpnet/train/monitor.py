@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from bpnet.errors import SpecError
-from bpnet.io import write_text_atomic, write_with_atomic
+from bpnet.io import DiskFullError, is_disk_full, write_text_atomic, write_with_atomic
 
 
 def require_tensorboard() -> type:
@@ -73,8 +73,13 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         self.records.append(record)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a line cut short is skipped when the log is read again
+            if is_disk_full(err):
+                raise DiskFullError(self.path) from None
+            raise
         if self.tensorboard is not None:
             kind = record.get("kind", "record")
             for name, value in record.items():
@@ -195,8 +200,12 @@ def _positive(value) -> bool:
 
 
 def _imwrite(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: cv2.imwrite failed")
+    # encoded in memory, written by Python: a full disk is an OSError with its errno, not a
+    # libpng message on stderr
+    ok, data = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OSError(f"{path}: cv2.imencode failed")
+    path.write_bytes(data.tobytes())
 
 
 __all__ = ["MetricsLog", "Progress", "plot_loss_curve"]

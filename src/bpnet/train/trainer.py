@@ -23,6 +23,7 @@ import random
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -38,6 +39,7 @@ from bpnet.config import (
     load_inference_spec,
     resolve_pose_config,
     save_spec,
+    to_dict,
 )
 from bpnet.config.inference import InferenceSpec
 from bpnet.config.spec import STRIDE
@@ -46,7 +48,7 @@ from bpnet.data.dataset import build_dataloader, dataset_root
 from bpnet.errors import BpnetError, DatasetError, SpecError
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
-from bpnet.io import check_output_dir
+from bpnet.io import check_output_dir, folder_lock, remove_stale_temp_files
 from bpnet.loss import pose_loss, regularization, shrink_weights
 from bpnet.models import build_model, load_state_checked
 from bpnet.models.checkpoint import (
@@ -90,6 +92,20 @@ METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 SPEC_FILE = "experiment_spec.yaml"
 TENSORBOARD_DIR = "tensorboard"
+VALIDATION_DIR = "validation"
+# spec fields a resumed run may change: how long it runs and what it writes or measures on the
+# way, never what the network learns from (model, data, augmentation, loss, optimiser, seed)
+MAY_CHANGE_ON_RESUME = (
+    "num_epoch",
+    "checkpoint_n_epoch",
+    "validation_every_n_epoch",
+    "max_ckpt_to_keep",
+    "log_every_n_secs",
+    "log_tensorboard",
+    "inference_spec",
+    "dataloader.num_workers",
+    "dataloader.dataset_config.root_data_path",  # the same data, moved (bpnet train -d)
+)
 
 
 def train(
@@ -125,7 +141,9 @@ def train(
     owns_group = not torch_dist.is_initialized()
     dist = init_distributed()
     try:
-        return _train(spec, Path(results_dir), root, spec_path, dist, stream or sys.stdout)
+        # one training per results folder: two would both write every file
+        with folder_lock(results_dir, "bpnet train") if dist.is_main else nullcontext():
+            return _train(spec, Path(results_dir), root, spec_path, dist, stream or sys.stdout)
     finally:
         if owns_group:
             shutdown_distributed()
@@ -144,6 +162,9 @@ def _train(
             print(text, file=out, flush=True)
 
     check_output_dir(results_dir)
+    if dist.is_main:  # what a kill -9 during a save left (the folder is locked: none is live)
+        for folder in (results_dir, results_dir / VALIDATION_DIR):
+            remove_stale_temp_files(folder)
     if spec.log_tensorboard:
         require_tensorboard()
     if spec.load_graph and not spec.pretrained_weights:
@@ -196,21 +217,28 @@ def _train(
     )  # fmt: skip
     amp_dtype = autocast_dtype(spec.mixed_precision, dist.device, say)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
-    start_epoch, step = 0, 0
+    start_epoch, step, changed = 0, 0, {}
     if checkpoint is not None:
+        changed = resume_changes(checkpoint.get("spec"), spec, resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]
         say(f"resuming from {resume} (epoch {start_epoch}/{spec.num_epoch}, step {step})")
+        if changed:
+            say("changed since then: " + ", ".join(_change(k, *v) for k, v in changed.items()))
     log = None
-    if dist.is_main:
+    # a run with nothing left to do writes nothing: the folder keeps the settings that ran
+    if dist.is_main and start_epoch < spec.num_epoch:
         save_spec(spec, results_dir / SPEC_FILE)
         board = None
         if spec.log_tensorboard:
             board = tensorboard_writer(results_dir / TENSORBOARD_DIR, purge_step=step + 1)
         log = MetricsLog(results_dir / METRICS_FILE, keep_until_step=step, tensorboard=board)
+        if changed:
+            changes = {key: {"was": was, "now": now} for key, (was, now) in changed.items()}
+            log.write({"kind": "resume", "epoch": start_epoch, "step": step, "changed": changes})
     say(
         f"training {spec.num_epoch} epochs x {steps_per_epoch} steps of {batch_images} images "
         f"on {dist.world_size} x {dist.device.type}"
@@ -318,6 +346,53 @@ def _train(
         "rank": dist.rank,
         "world_size": dist.world_size,
     }
+
+
+def resume_changes(saved: dict | None, spec: ExperimentSpec, resume: Path) -> dict:
+    """The spec fields that differ from the checkpoint's, ``{dotted key: (was, now)}``.
+
+    Only :data:`MAY_CHANGE_ON_RESUME` may differ: any other change would continue the stored
+    network under settings it was not trained with, and record them as if it had been.
+
+    Args:
+        saved: the checkpoint's ``spec`` (None for a checkpoint without one: nothing to check).
+        spec: the spec of this run.
+        resume: the checkpoint file, for the message.
+
+    Raises:
+        SpecError: fields outside :data:`MAY_CHANGE_ON_RESUME` differ (lists them all).
+    """
+    if saved is None:
+        return {}
+    now = _flatten(to_dict(spec))
+    # a field newer than the checkpoint ran with its default then
+    was = {**_flatten(to_dict(ExperimentSpec())), **_flatten(saved)}
+    changed = {k: (was.get(k), v) for k, v in now.items() if was.get(k) != v}
+    refused = [k for k in changed if k not in MAY_CHANGE_ON_RESUME]
+    if refused:
+        shown = ", ".join(_change(k, *changed[k]) for k in refused)
+        raise SpecError(
+            f"{resume}: the spec differs from the one this training ran with ({shown}); rerun "
+            "with the original settings to resume, or train into a new results folder (-r); "
+            "only the run's length, the checkpoint, validation and logging cadence, "
+            "num_workers and root_data_path may change on resume"
+        )
+    return changed
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested dict as ``{dotted.key: leaf}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _change(key: str, was, now) -> str:
+    return f"{key}: {was!r} -> {now!r}"
 
 
 def busy_cpu_note(threads: int, load: float | None = None, cores: int | None = None) -> str:
@@ -443,6 +518,11 @@ def _dataset_root(spec: ExperimentSpec, root: str | os.PathLike | None) -> Path 
                 "val_split is scored) or set validation_every_n_epoch: 0"
             )
         return None  # pictures only: a teacher's maps teach
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root}: dataset root not found; pass an existing folder with bpnet train -d ROOT "
+            "or fix dataloader.dataset_config.root_data_path"
+        )
     if spec.validation_every_n_epoch:
         # fail now rather than after the first epochs
         ann_file, _ = split_paths(root, spec.dataloader.dataset_config.val_split)
@@ -623,7 +703,7 @@ def validate(
         autocast_bf16=amp_dtype == torch.bfloat16, device=dist.device,
     )  # fmt: skip
     report = evaluate(
-        root, spec.dataloader.dataset_config.val_split, results_dir / "validation", source,
+        root, spec.dataloader.dataset_config.val_split, results_dir / VALIDATION_DIR, source,
         pose, infer, label="training",
     )  # fmt: skip
     return {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
@@ -636,6 +716,7 @@ __all__ = [
     "compute_loss",
     "distillation_loss",
     "end_of_epoch",
+    "resume_changes",
     "seed_everything",
     "train",
     "validate",

@@ -12,6 +12,7 @@ interrupted run never leaves a half-written dataset at OUT.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ import numpy as np
 from bpnet.data.synth.figure import COCO_SKELETON, KEYPOINT_NAMES
 from bpnet.data.synth.scene import compose
 from bpnet.errors import DatasetError
-from bpnet.io import write_json_atomic
+from bpnet.io import current_umask, write_json_atomic
 
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -124,6 +125,25 @@ def _check_target(out: Path, force: bool) -> None:
         raise DatasetError(f"{out}: folder is not empty; pass --force or choose an empty folder")
 
 
+def _remove_stale_partials(out: Path) -> None:
+    """Delete ``.OUT.<pid>.*.partial`` folders whose writer no longer runs (a kill -9)."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.[a-z0-9_]{{8}}\.partial")
+    for folder in out.parent.iterdir():
+        match = pattern.fullmatch(folder.name)
+        if match and folder.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.replace(tmp, out)
@@ -181,7 +201,11 @@ def generate_dataset(
     _check_target(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        _remove_stale_partials(out)
+        # the pid in the name tells a later run whether the writer is still alive
+        prefix = f".{out.name}.{os.getpid()}."
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=out.parent))
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would lock other users out of OUT
     except OSError as err:
         raise DatasetError(
             f"{out.parent}: cannot write there ({err.strerror}); choose a writable folder for --out"

@@ -107,6 +107,20 @@ def test_fine_tuning_onto_another_skeleton_keeps_the_body(imported, five_joint_c
     assert own["stage2.paf.conv1_dw.weight"].shape != teacher["stage2.paf.conv1_dw.weight"].shape
 
 
+def test_fine_tuning_the_first_stages_of_a_deeper_network(imported, tmp_path):
+    model_section = {**TFPOSE_MODEL, "stages": 2}
+    spec = spec_file(tmp_path / "s.yaml", pretrained_weights=str(imported), model=model_section)
+    said = []
+    model, _ = trainer.build_training_model(
+        load_experiment_spec(spec), load_pose_config(), None, said.append
+    )
+    assert model.num_stages == 2
+    assert "first 2 stages" in said[0] and "stages 3-6 are left out" in said[0]
+    teacher = load_model(imported).model.state_dict()
+    for key, tensor in model.state_dict().items():  # every kept tensor, outputs included
+        torch.testing.assert_close(tensor, teacher[key])
+
+
 def test_a_pretrained_network_refuses_other_pixel_scaling(imported, tmp_path):
     spec = spec_file(tmp_path / "s.yaml", pretrained_weights=str(imported))
     raw = yaml.safe_load(spec.read_text())

@@ -83,6 +83,7 @@ from bpnet.train.transfer import (
     check_input_size,
     check_normalization,
     freeze_batch_norm_statistics,
+    later_stages,
     load_matching_weights,
     load_teacher,
     skeleton_tensors,
@@ -566,8 +567,19 @@ def build_training_model(
             return model, None
         model = build_model(spec.model, pose)
         same_pose = pretrained.get("pose") in (None, pose.to_dict())
+        dropped = later_stages(model, pretrained["state_dict"])
+        if dropped:
+            say(
+                f"model: the spec keeps the first {model.num_stages} stages of {source}; its "
+                f"stages {dropped[0]}-{dropped[-1]} are left out"
+            )
         if same_pose:
-            load_state_checked(model, pretrained["state_dict"], source)
+            kept = {
+                k: v
+                for k, v in pretrained["state_dict"].items()
+                if not any(k.startswith(f"stage{n}.") for n in dropped)
+            }
+            load_state_checked(model, kept, source)
             say(f"model: spec's architecture, weights from {source}")
         else:
             fresh = load_matching_weights(

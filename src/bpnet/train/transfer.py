@@ -7,6 +7,7 @@ against the teacher is :func:`bpnet.train.trainer.distillation_loss`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from torch import nn
@@ -62,6 +63,13 @@ def load_matching_weights(
         {k: v for k, v in state_dict.items() if k in own and k not in fresh}, strict=False
     )
     return fresh
+
+
+def later_stages(model: nn.Module, state_dict: dict) -> list[int]:
+    """The stage numbers the stored weights have beyond the model's last stage (fine-tuning
+    the first stages of a deeper pretrained network: a faster one); [] when there are none."""
+    stored = {int(m.group(1)) for k in state_dict if (m := re.match(r"stage(\d+)\.", k))}
+    return sorted(n for n in stored if n > model.num_stages)
 
 
 def skeleton_tensors(model: nn.Module) -> set[str]:
@@ -148,6 +156,7 @@ __all__ = [
     "check_input_size",
     "check_normalization",
     "freeze_batch_norm_statistics",
+    "later_stages",
     "load_matching_weights",
     "load_teacher",
     "skeleton_tensors",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bpnet.cli import build_parser, main
 
@@ -60,6 +61,15 @@ def test_bad_override_is_one_line(capsys):
 def test_spec_show_applies_overrides(capsys):
     assert main(["spec", "show", "-e", "specs/synthetic_demo.yaml", "-o", "model.stages=6"]) == 0
     assert "stages: 6" in capsys.readouterr().out
+
+
+def test_spec_show_prints_the_built_stage_widths(capsys):
+    # num_filters is scaled by the width multiplier in TAO's stage layout: 64 x 0.25 = 16
+    argv = ["spec", "show", "-e", "specs/synthetic_demo.yaml", "-o", "model.num_filters=64"]
+    assert main([*argv, "-o", "model.backbone_attributes.width_multiplier=0.25"]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out)["model"]["num_filters"] == 64  # still a spec file
+    assert "# model as built:" in out and "stage convs 16 wide" in out
 
 
 def test_stats_on_the_real_fixture(coco_fixture, capsys):

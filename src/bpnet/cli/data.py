@@ -104,8 +104,11 @@ def _show(args: argparse.Namespace) -> int:
 
 def _spec_show(args: argparse.Namespace) -> int:
     from bpnet.config import dump_spec, load_experiment_spec, resolve_pose_config
+    from bpnet.models import build_model, describe_widths
 
     spec = load_experiment_spec(args.spec, args.overrides)
-    resolve_pose_config(spec.dataloader)  # the skeleton file must load too
+    pose = resolve_pose_config(spec.dataloader)  # the skeleton file must load too
     print(dump_spec(spec), end="")
+    # what num_filters and the width multiplier build (stage widths are not scaled alike)
+    print(f"# model as built: {describe_widths(build_model(spec.model, pose))}")
     return 0

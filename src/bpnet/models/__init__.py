@@ -11,7 +11,13 @@ Example:
 from bpnet.models.arch import ARCH_FORMAT, ArchGraph, ConvNode, arch_graph
 from bpnet.models.checkpoint import TrainedModel, load_checkpoint, load_trained, save_checkpoint
 from bpnet.models.factory import build_model, make_arch
-from bpnet.models.posenet import PoseNet, count_parameters, load_state_checked, model_from_arch
+from bpnet.models.posenet import (
+    PoseNet,
+    count_parameters,
+    describe_widths,
+    load_state_checked,
+    model_from_arch,
+)
 
 __all__ = [
     "ARCH_FORMAT",
@@ -22,6 +28,7 @@ __all__ = [
     "arch_graph",
     "build_model",
     "count_parameters",
+    "describe_widths",
     "load_checkpoint",
     "load_state_checked",
     "load_trained",

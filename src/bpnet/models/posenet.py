@@ -129,6 +129,23 @@ def load_state_checked(model: nn.Module, state_dict: Mapping[str, Tensor], sourc
     model.load_state_dict(state_dict)
 
 
+def describe_widths(model: PoseNet) -> str:
+    """The built widths in one line, e.g. ``250,155 parameters; features 32 channels; stage
+    convs 16 wide (stage 1's branch convs 128)``: what a spec's ``num_filters`` and width
+    multiplier became."""
+    graph = arch_graph(model.arch)
+    widths: dict[bool, set[int]] = {True: set(), False: set()}  # stage 1? -> widths
+    for path, node in graph.convs.items():
+        if path.startswith("stage") and not node.is_output and not node.depthwise:
+            widths[path.startswith("stage1.")].add(int(node.spec["out"]))
+    later = "/".join(str(w) for w in sorted(widths[False])) or "-"
+    first = "/".join(str(w) for w in sorted(widths[True] - widths[False]))
+    return (
+        f"{count_parameters(model):,} parameters; features {graph.feature_width} channels; "
+        f"stage convs {later} wide" + (f" (stage 1's branch convs {first})" if first else "")
+    )
+
+
 def count_parameters(model: nn.Module, *, with_bn_statistics: bool = False) -> int:
     """Number of parameters (weights and biases, BN scale and shift).
 

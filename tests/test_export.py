@@ -365,13 +365,13 @@ def test_options_that_do_not_apply_are_reported(checkpoint, tmp_path):
 
 
 def test_a_tao_export_command_translates_one_to_one(checkpoint, tmp_path, capsys):
-    """TAO's short options and forms: -t tfonnx, -d in CHW order with -i channels_first; and
-    TAO's default layout, NHWC, when -i is not given."""
+    """TAO's short options and forms: -k KEY (the model is written encrypted), -t tfonnx, -d in
+    CHW order with -i channels_first; and TAO's default layout, NHWC, when -i is not given."""
     out = tmp_path / "tao.onnx"
     argv = ["export", "-m", str(checkpoint), "-o", str(out), "-k", "tlt_encode", "-t", "tfonnx",
             "-d", "3,64,96", "-i", "channels_first"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
-    io_ = load_model(out).io
+    io_ = load_model(out, key="tlt_encode").io
     assert io_.size == (64, 96) and io_.layout == "NCHW"
     assert main(["export", "-m", str(checkpoint), "-o", str(tmp_path / "d.onnx")]) == 0
     assert load_model(tmp_path / "d.onnx").io.layout == "NHWC"

@@ -93,11 +93,15 @@ def weights(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tiny_coco, tmp_path_factory):
-    """One uninterrupted 2-epoch CLI run: (spec file, results folder, stdout)."""
+    """One uninterrupted 2-epoch CLI run: (spec file, results folder, stdout).
+
+    Without -k, so the checkpoints are plain (TAO's -k, which encrypts them, is in
+    test_encryption.py).
+    """
     tmp = tmp_path_factory.mktemp("trained")
     spec = write_spec(tmp / "spec.yaml", tiny_coco, log_tensorboard=True)
     out = tmp / "results"
-    stdout = run_cli(["train", "-e", str(spec), "-r", str(out), "-k", "tlt_encode"])
+    stdout = run_cli(["train", "-e", str(spec), "-r", str(out)])
     return spec, out, stdout
 
 

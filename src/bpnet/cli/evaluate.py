@@ -9,6 +9,7 @@ from bpnet.cli.options import (
     add_command,
     add_dataset,
     add_inference_spec,
+    add_key,
     add_model,
     add_results_dir,
     fmt_ap,
@@ -32,7 +33,9 @@ def add_parsers(commands) -> None:
         evaluate,
         "model to evaluate: .pth, .onnx or .engine (required unless --oracle, --detections or "
         "the inference spec's model_path)",
+        aliases=("--model_filename",),
     )
+    add_key(evaluate)
     add_dataset(evaluate)
     add_results_dir(evaluate, "folder for the result files")
     evaluate.add_argument(
@@ -85,6 +88,7 @@ def add_parsers(commands) -> None:
         "inference spec gives model_path)",
         aliases=("--model_filename",),
     )
+    add_key(inference)
     inference.add_argument(
         "--input",
         type=Path,
@@ -131,6 +135,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         oracle_resolution=args.oracle_resolution,
         detections=args.detections,
         bf16=args.bf16,
+        key=args.key,
     )
     print(report.summary)
     print(
@@ -152,6 +157,7 @@ def _inference(args: argparse.Namespace) -> int:
         input_type=args.input_type,
         draw=not args.no_visualizations,
         threads=args.threads,
+        key=args.key,
     )
     print(
         f"{summary['people']} people in {summary['images']} images; results in {args.results_dir}"

@@ -46,6 +46,7 @@ def run_evaluation(
     oracle_resolution: str = "network",
     detections: str | Path | None = None,
     bf16: bool = False,
+    key: str | None = None,
 ) -> EvalReport:
     """``bpnet evaluate``: score a model, the oracle (the decoder alone) or a results file.
 
@@ -63,6 +64,7 @@ def run_evaluation(
         oracle_resolution: ``network`` (the inputs ``spec`` describes) or ``full``.
         detections: score this COCO keypoint results file instead of running anything.
         bf16: bfloat16 autocast (``.pth`` models).
+        key: TAO's ``-k``: the key an encrypted model was written with.
 
     Raises:
         BpnetError: no model, or a model with ``oracle`` or ``detections``; bad files.
@@ -87,7 +89,7 @@ def run_evaluation(
         model = model or spec.model_path
         if model is None:
             raise BpnetError("bpnet evaluate: give a model with -m MODEL, or use --oracle")
-        loaded = load_model(model)
+        loaded = load_model(model, key=key)
         pose, train_spec = loaded.pose, loaded.train_spec  # what the model was trained with
         source = loaded.source(stage=spec.output_stage_to_use, bf16=bf16)
         resolution, label = "network", str(model)

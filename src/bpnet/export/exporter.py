@@ -1,7 +1,9 @@
 """`bpnet export`: checkpoint -> ONNX (FP32 / FP16 / INT8), calibration files, TensorRT engine.
 
 Every argument is checked, and every output path, before any work: a run that fails leaves
-no file behind, and a run that succeeds wrote each file atomically. See docs/EXPORT.md.
+no file behind, and a run that succeeds wrote each file atomically. With a key (TAO's ``-k``)
+the ONNX models are written encrypted (:mod:`bpnet.encryption`): bpnet's ``.etlt``, which
+``bpnet evaluate / inference -k`` read. See docs/EXPORT.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from bpnet.config import load_experiment_spec
 from bpnet.config.spec import STRIDE
+from bpnet.encryption import encrypt
 from bpnet.errors import BpnetError
 from bpnet.export import calibration as cal
 from bpnet.export.int8 import (
@@ -49,7 +52,7 @@ class ExportOptions:
 
     Attributes:
         model: the ``.pth`` checkpoint.
-        output: the ``.onnx`` file to write.
+        output: the ``.onnx`` file to write (or ``.etlt`` with a ``key``).
         data_type: ``fp32``, ``fp16`` or ``int8``.
         experiment_spec: accepted for TAO compatibility; the checkpoint's stored spec is used.
         engine_file: also build a TensorRT engine here (needs tensorrt and a GPU).
@@ -74,6 +77,9 @@ class ExportOptions:
         max_batch_size: the largest batch a TensorRT engine accepts.
         force: overwrite existing outputs (and rebuild an existing ``cal_data_file`` when
             ``cal_image_dir`` is given).
+        key: TAO's ``-k``: the key of an encrypted checkpoint, and the ONNX models (the output
+            and INT8's FP32 sibling) are encrypted with it; None writes them plain. The
+            calibration files and a TensorRT engine stay plain, as TAO's do.
     """
 
     model: Path
@@ -98,6 +104,7 @@ class ExportOptions:
     keep_fp32: tuple[str, ...] = ()
     max_batch_size: int = 1
     force: bool = False
+    key: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -106,7 +113,7 @@ class ExportOptions:
     @property
     def fp32_sibling(self) -> Path:
         """Where an INT8 export keeps the FP32 model its TensorRT cache belongs to."""
-        return self.output.with_suffix(".fp32.onnx")
+        return self.output.with_suffix(".fp32" + self.output.suffix)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
             images, a damaged tensorfile, missing TensorRT (all before any file is written).
     """
     plan = _check(options)
-    trained = load_trained(options.model)
+    trained = load_trained(options.model, key=options.key)
     train_spec = trained.train_spec
     if options.experiment_spec is not None:
         given = load_experiment_spec(options.experiment_spec).dataloader.normalization_params
@@ -230,6 +237,13 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 engine_metadata_path(engine),
                 engine_metadata_path(options.engine_file),
             )
+        if options.key is not None:
+            for role in ("onnx", "fp32_onnx"):  # the models; cache, tensorfile, engine: plain
+                if role in staged:
+                    plain, final = staged[role]
+                    sealed = plain.with_name(f"{plain.name}.encrypted")
+                    sealed.write_bytes(encrypt(plain.read_bytes(), options.key, str(final)))
+                    staged[role] = (sealed, final)
         copy_all_atomic(staged.values())
         files = {role: str(final) for role, (_, final) in staged.items()}
     if options.data_type == "int8" and options.cal_data_file is not None:
@@ -259,8 +273,14 @@ def _unused_options(options: ExportOptions) -> list[tuple[list[str], str]]:
 
 def _check(options: ExportOptions) -> ExportPlan:
     """Validate everything that can be validated before work; return what it settled."""
-    if options.output.suffix.lower() != ".onnx":
-        raise BpnetError(f"-o {options.output}: the output must be an .onnx file")
+    suffix = options.output.suffix.lower()
+    if suffix == ".etlt" and options.key is None:
+        raise BpnetError(
+            f"-o {options.output}: an .etlt model is encrypted; pass the key with -k KEY, or "
+            "name the output .onnx"
+        )
+    if suffix not in (".onnx", ".etlt"):
+        raise BpnetError(f"-o {options.output}: the output must be an .onnx file (.etlt with -k)")
     if not options.model.is_file():
         raise BpnetError(f"{options.model}: model file not found; check -m")
     if options.model.suffix.lower() not in CHECKPOINT_SUFFIXES:

@@ -103,6 +103,7 @@ def run_inference(
     input_type: str | None = None,
     draw: bool = True,
     threads: int | None = None,
+    key: str | None = None,
     say: Callable[[str], None] = print,
 ) -> dict:
     """Find people in every image and write the results.
@@ -117,6 +118,7 @@ def run_inference(
             ``source``.
         draw: write the pictures with skeletons.
         threads: ONNX Runtime threads (None: as many as PyTorch uses).
+        key: TAO's ``-k``: the key an encrypted model was written with.
 
     Returns:
         ``{"images": n, "people": n, "detections": path}``.
@@ -131,7 +133,7 @@ def run_inference(
         raise BpnetError("bpnet inference: give a model with -m MODEL (.pth, .onnx or .engine)")
     inputs = find_inputs(source, input_type)
     results_dir = check_output_dir(results_dir)
-    loaded = load_model(model)
+    loaded = load_model(model, key=key)
     pose = loaded.pose
     source_ = loaded.source(stage=spec.output_stage_to_use, threads=threads)
     predictor = Predictor(source_, pose, spec)

@@ -80,7 +80,9 @@ def add_parsers(commands) -> None:
         help="find people in your images with a .pth, .onnx or .engine model",
         description="Run a model on an image or a folder of images; write detections.json "
         "(COCO keypoint results plus file_name) and images/ with the skeletons drawn into "
-        "RESULTS_DIR. The inference spec sets the input geometry and decoder thresholds.",
+        "RESULTS_DIR. Unreadable images are skipped and listed in skipped_images.json (exit 0; "
+        "2 with --strict, or when no image could be read). The inference spec sets the input "
+        "geometry and decoder thresholds.",
     )
     add_model(
         inference,
@@ -117,6 +119,12 @@ def add_parsers(commands) -> None:
         type=int,
         default=None,
         help="ONNX Runtime threads (default: as many as PyTorch uses)",
+    )
+    inference.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable image (exit 2, nothing written); by default such "
+        "images are skipped and listed in skipped_images.json",
     )
 
 
@@ -158,8 +166,13 @@ def _inference(args: argparse.Namespace) -> int:
         draw=not args.no_visualizations,
         threads=args.threads,
         key=args.key,
+        strict=args.strict,
     )
-    print(
-        f"{summary['people']} people in {summary['images']} images; results in {args.results_dir}"
-    )
+    line = f"{summary['people']} people in {summary['images']} images"
+    if summary["skipped"]:
+        names = [path.name for path, _ in summary["skipped"]]
+        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+        listed = summary["skipped_file"]
+        line += f"; {len(names)} unreadable image(s) skipped: {shown} (listed in {listed})"
+    print(f"{line}; results in {args.results_dir}")
     return 0

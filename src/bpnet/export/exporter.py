@@ -9,7 +9,6 @@ the ONNX models are written encrypted (:mod:`bpnet.encryption`): bpnet's ``.etlt
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,7 +38,7 @@ from bpnet.export.sensitivity import (
 from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
 from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, torch_input
-from bpnet.io import check_output_dir, copy_all_atomic
+from bpnet.io import check_output_dir, copy_all_atomic, staging_folder
 from bpnet.models.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES
 from bpnet.models.checkpoint import load_trained
 
@@ -155,7 +154,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
     for flags, needs in _unused_options(options):
         verb = "applies" if len(flags) == 1 else "apply"
         say(f"note: --{', --'.join(flags)} only {verb} to {needs}; ignored")
-    with tempfile.TemporaryDirectory(prefix="bpnet-export-") as tmp:
+    with staging_folder("bpnet-export-") as tmp:
         # every output is staged here and moved into place only when all of them exist
         staged: dict[str, tuple[Path, Path]] = {}  # role -> (staged file, final path)
 

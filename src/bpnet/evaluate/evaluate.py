@@ -17,6 +17,7 @@ from bpnet.evaluate.oracle import OracleSource
 from bpnet.inference.pipeline import MapSource, Predictor
 from bpnet.io import check_output_dir, read_json, write_json_atomic, write_text_atomic
 from bpnet.pose import PoseConfig
+from bpnet.progress import progress
 
 DETECTIONS_FILE = "detections_coco_format.json"
 
@@ -111,6 +112,7 @@ def evaluate(
     *,
     resolution: str = "network",
     label: str = "model",
+    leave_progress: bool = True,
 ) -> EvalReport:
     """Run ``source`` over every image of a split, decode, score, and write the results.
 
@@ -125,7 +127,8 @@ def evaluate(
         spec: input geometry (mode, scales) and decoder settings.
         resolution: ``network`` (the inputs ``spec`` describes) or ``full`` (the image's own
             pixel grid; for the oracle).
-        label: what produced the maps, for the reports.
+        label: what produced the maps, for the reports (and the progress bar).
+        leave_progress: keep the finished progress bar on a terminal (False inside training).
 
     Raises:
         DatasetError: missing image files, an empty image list, a malformed annotation file.
@@ -137,7 +140,7 @@ def evaluate(
     records = build_records(data, pose)
     predictor = Predictor(source, pose, spec, full_resolution=resolution == "full", split=data)
     detections: list[dict] = []
-    for record in records:
+    for record in progress(records, desc=f"evaluate {label}", leave=leave_progress):
         # the oracle draws each image's ground truth; a network sees only the pixels
         own = source.bind(record) if isinstance(source, OracleSource) else source
         size = (record.height, record.width)

@@ -24,6 +24,7 @@ from bpnet.export.tensorfile import write_tensorfile
 from bpnet.inference.model_io import warp_rgb
 from bpnet.inference.pipeline import input_geometry
 from bpnet.io import copy_all_atomic, image_files, read_json
+from bpnet.progress import progress
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -95,9 +96,11 @@ def build_calibration_data(
             ) from None
 
     def generate() -> Iterator[np.ndarray]:
-        for b in range(batches):
-            chunk = images[b * batch_size : (b + 1) * batch_size]
-            yield np.stack([read(p) for p in chunk])
+        with progress(desc="calibration images", unit="image", total=shape[0] * shape[1]) as bar:
+            for b in range(batches):
+                chunk = images[b * batch_size : (b + 1) * batch_size]
+                yield np.stack([read(p) for p in chunk])
+                bar.update(len(chunk))
 
     write_tensorfile(path, generate(), shape, [p.name for p in images[: batches * batch_size]])
 

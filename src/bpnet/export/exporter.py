@@ -41,6 +41,7 @@ from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, 
 from bpnet.io import check_output_dir, copy_all_atomic, staging_folder
 from bpnet.models.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES
 from bpnet.models.checkpoint import load_trained
+from bpnet.progress import step_callback
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
 
@@ -194,7 +195,8 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 f"calibrating on {len(reader)} batches of {data.batch_size} "
                 f"({data.size[0]}x{data.size[1]}, {options.cal_method})"
             )
-            ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=_progress(say))
+            progress = step_callback("calibration batch", "batch", say)
+            ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=progress)
             write_cache(stage("cal_cache_file", options.cache_path), ranges, plan.trt_version)
             if options.sensitivity == "auto":
                 say("INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
@@ -203,7 +205,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                     fp32, reader, ranges, margin_db=options.sensitivity_margin,
                     keep_fp32=options.keep_fp32, reduce_range=options.reduce_range,
                     channel_axis=-1 if io_.layout == "NHWC" else 1,
-                    progress=_progress(say, "sensitivity node"),
+                    progress=step_callback("sensitivity node", "node", say),
                 )  # fmt: skip
             else:
                 int8_report = manual_report(fp32, options.keep_fp32)
@@ -381,14 +383,6 @@ def _build_tensorfile(
     say(f"pre-processing {len(plan.images)} calibration images from {options.cal_image_dir}")
     cal.build_calibration_data(plan.images, path, size, options.batch_size)
     return read_tensorfile(path)
-
-
-def _progress(say: Callable[[str], None], what: str = "calibration batch"):
-    def report(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            say(f"  {what} {done}/{total}")
-
-    return report
 
 
 def _compare_with_torch(model, onnx_path: Path, io_: ModelIO, train_spec) -> float:

@@ -25,6 +25,7 @@ from bpnet.io import (
     staging_folder,
     write_json_atomic,
 )
+from bpnet.progress import above_bars, progress
 from bpnet.visualize import draw_people
 
 DETECTIONS_FILE = "detections.json"
@@ -162,7 +163,7 @@ def run_inference(
     # pictures are drawn into a staging folder and moved into images/ only when every image
     # went through: a failure part-way leaves the results folder as it was
     with staging_folder("bpnet-inference-") as staging:
-        for path, image_id in inputs:
+        for path, image_id in progress(inputs, desc="inference", unit="image"):
             try:
                 found = predictor(path, image_id)
             except UnreadableImageError as err:
@@ -171,7 +172,8 @@ def run_inference(
                         err.advise("replace or remove the file, or drop --strict to skip it")
                     ) from None
                 skipped.append((path, err.reason or str(err)))
-                say(f"{path.name}: skipped: {err.reason}")
+                with above_bars():
+                    say(f"{path.name}: skipped: {err.reason}")
                 continue
             detections += [{**r, "file_name": path.name} for r in found.detections]
             if draw:
@@ -181,7 +183,8 @@ def run_inference(
                 staged = staging / f"{name}.jpg"
                 if not cv2.imwrite(str(staged), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                     raise BpnetError(f"{staged}: could not write the picture; check the disk")
-            say(f"{path.name}: {len(found.people)} people")
+            with above_bars():
+                say(f"{path.name}: {len(found.people)} people")
         if len(skipped) == len(inputs):
             first, reason = skipped[0]
             raise BpnetError(

@@ -713,7 +713,7 @@ def validate(
     )  # fmt: skip
     report = evaluate(
         root, spec.dataloader.dataset_config.val_split, results_dir / VALIDATION_DIR, source,
-        pose, infer, label="training",
+        pose, infer, label="training", leave_progress=False,
     )  # fmt: skip
     return {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
 

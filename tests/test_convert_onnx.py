@@ -155,6 +155,26 @@ def test_every_layout_option_on_a_synthetic_model(tmp_path):
     assert load_model(out).source(threads=1).input_multiple == 8
 
 
+def test_import_with_a_key_writes_an_encrypted_etlt(tmp_path, capsys):
+    """TAO's -k on bpnet import: the output is encrypted and loads only with the key."""
+    from bpnet.cli import main
+    from bpnet.encryption import is_encrypted
+
+    model = tmp_path / "synthetic.onnx"
+    synthetic_model(model)
+    layout = write_layout(tmp_path / "l.yaml", SYNTHETIC_LAYOUT)
+    out = tmp_path / "out.etlt"
+    argv = ["import", "--from", "onnx", str(model), "--layout", str(layout), "-o", str(out)]
+    assert main([*argv, "-k", "secret"]) == 0, capsys.readouterr().err
+    assert is_encrypted(out.read_bytes())
+    assert load_model(out, key="secret").source(threads=1).input_multiple == 8
+    with pytest.raises(BpnetError, match="this model is encrypted; pass the key"):
+        load_model(out)
+    capsys.readouterr()
+    assert main([*argv[:-1], str(tmp_path / "plain.etlt")]) == 2  # .etlt without -k
+    assert "must be an .onnx file (.etlt with -k)" in capsys.readouterr().err
+
+
 def test_a_fixed_size_model_keeps_its_size_and_its_multiple_is_checked(tmp_path):
     model = tmp_path / "fixed.onnx"
     synthetic_model(model, size=(32, 48))

@@ -22,6 +22,7 @@ from bpnet.config import load_experiment_spec
 from bpnet.data.coco import build_records, load_coco_split
 from bpnet.data.dataset import CocoPoseDataset
 from bpnet.data.stats import dataset_stats
+from bpnet.encryption import encrypt
 from bpnet.errors import BpnetError
 from bpnet.inference.runtime import load_model
 from bpnet.pose import load_pose_config
@@ -207,15 +208,18 @@ def damaged_bytes(draw, original: bytes):
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".onnx"])
-def test_damaged_model_files(model_files, tmp_path, suffix):
+@pytest.mark.parametrize("key", [None, "tlt_encode"])
+def test_damaged_model_files(model_files, tmp_path, suffix, key):
+    """Plain files, and (with a key) the same files encrypted as -k writes them."""
     path = tmp_path / f"model{suffix}"
+    original = model_files[suffix] if key is None else encrypt(model_files[suffix], key)
 
     @FUZZ
-    @given(damaged_bytes(model_files[suffix]))
+    @given(damaged_bytes(original))
     @example(b"X")  # found by this test: torch.load raised struct.error
     def run(data):
         path.write_bytes(data)
-        one_line_or_nothing(lambda: load_model(path))
+        one_line_or_nothing(lambda: load_model(path, key=key))
 
     run()
 

@@ -7,7 +7,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bpnet"
 
 # lower layers first; a package may import its own layer and those below it
 LAYERS = (
-    {"errors", "io", "grid", "__init__"},
+    {"errors", "io", "encryption", "progress", "grid", "__init__"},
     {"pose"},
     {"decode", "targets", "visualize"},
     {"config"},

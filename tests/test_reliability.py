@@ -347,6 +347,122 @@ def test_a_data_error_in_a_worker_process_is_one_line(tiny_coco, tmp_path, capsy
     assert "DataLoader worker" not in err
 
 
+# inference over a folder with unreadable images ------------------------------------------------
+
+
+def folder_with_bad_images(tiny_coco: Path, folder: Path, good: int = 2) -> Path:
+    """``good`` readable pictures, an empty file and a text file named .jpg."""
+    folder.mkdir()
+    for image in sorted((tiny_coco / "val").iterdir())[:good]:
+        shutil.copy(image, folder)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "zz_broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def test_inference_skips_unreadable_images_and_names_them(trained, tiny_coco, tmp_path, capsys):
+    _, reference = trained
+    model = reference / "model_epoch_002.pth"
+    folder = folder_with_bad_images(tiny_coco, tmp_path / "pictures")
+    good = sorted(p.name for p in folder.iterdir() if p.suffix == ".jpg" and p.stem != "zz_broken")
+    out = tmp_path / "out"
+    stdout = run_cli(["inference", "-m", str(model), "--input", str(folder), "-r", str(out)])
+    assert "empty.png: skipped: not a readable image" in stdout
+    summary = stdout.strip().splitlines()[-1]
+    assert "in 2 images; 2 unreadable image(s) skipped: empty.png, zz_broken.jpg" in summary
+    assert f"(listed in {out / 'skipped_images.json'})" in summary
+    assert "annotation file" not in stdout  # no annotation file to fix here
+    skipped = json.loads((out / "skipped_images.json").read_text())
+    assert [s["file_name"] for s in skipped] == ["empty.png", "zz_broken.jpg"]
+    assert all(s["reason"].startswith("not a readable image") for s in skipped)
+    detections = json.loads((out / "detections.json").read_text())
+    assert {d["file_name"] for d in detections} <= set(good)
+    assert sorted(p.name for p in (out / "images").iterdir()) == good  # every readable one drawn
+
+    # the images fixed, a rerun lists nothing: no stale list of the earlier run stays
+    for bad in ("empty.png", "zz_broken.jpg"):
+        (folder / bad).unlink()
+    run_cli(["inference", "-m", str(model), "--input", str(folder), "-r", str(out)])
+    assert not (out / "skipped_images.json").exists()
+
+
+def test_inference_strict_or_nothing_readable_is_one_line_and_writes_nothing(
+    trained, tiny_coco, tmp_path, capsys
+):
+    _, reference = trained
+    model = reference / "model_epoch_002.pth"
+    folder = folder_with_bad_images(tiny_coco, tmp_path / "pictures")
+    argv = ["inference", "-m", model, "--input", folder, "-r", tmp_path / "strict", "--strict"]
+    err = one_line_error(capsys, argv)
+    assert f"{folder / 'empty.png'}: not a readable image" in err and "drop --strict" in err
+    assert "annotation file" not in err
+    assert not (tmp_path / "strict").exists()
+
+    folder = folder_with_bad_images(tiny_coco, tmp_path / "all_bad", good=0)
+    err = one_line_error(capsys, ["inference", "-m", model, "--input", folder,
+                                  "-r", tmp_path / "none"])  # fmt: skip
+    assert f"{folder}: none of the 2 images could be read (first: {folder / 'empty.png'}" in err
+    assert not (tmp_path / "none").exists()
+
+
+def test_inference_leaves_no_staging_folder_and_removes_stale_ones(
+    trained, tiny_coco, tmp_path, monkeypatch, capsys
+):
+    _, reference = trained
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    dead = temp / "bpnet-inference-999999999-k3x_9a0q"  # no process has this pid
+    live = temp / f"bpnet-inference-{os.getpid()}-abcdefgh"  # a run still going
+    other = temp / "someone-else-999999999-abcdefgh"
+    for folder in (dead, live, other):
+        (folder / "x.jpg").parent.mkdir()
+        (folder / "x.jpg").write_bytes(b"staged")
+    picture = sorted((tiny_coco / "val").iterdir())[0]
+    argv = ["inference", "-m", str(reference / "model_epoch_002.pth"), "--input", str(picture)]
+    run_cli([*argv, "-r", str(tmp_path / "out")])
+    assert sorted(temp.iterdir()) == sorted([live, other])  # its own staging folder is gone
+    # nor after a failure
+    assert main([*argv, "-r", str(tmp_path / "out"), "--input_type", "dir"]) == 2
+    assert sorted(temp.iterdir()) == sorted([live, other])
+
+
+STAGE_THEN_WAIT = """
+import sys, time
+from bpnet.io import staging_folder
+with staging_folder("bpnet-inference-") as staging:
+    print(staging, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_staging_folder_is_removed_on_sigterm(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", STAGE_THEN_WAIT], env=env, stdout=subprocess.PIPE, text=True
+    )
+    staging = Path(process.stdout.readline().strip())
+    assert staging.is_dir() and staging.parent == tmp_path
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    assert not staging.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_calibration_images_are_not_blamed_on_an_annotation_file(tmp_path):
+    from bpnet.errors import BpnetError
+    from bpnet.export.calibration import build_calibration_data
+
+    broken = tmp_path / "cal" / "broken.jpg"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(BpnetError) as caught:
+        build_calibration_data([broken], tmp_path / "cal.tensor", (64, 64), 1)
+    message = str(caught.value)
+    assert message.startswith(f"{broken}: not a readable image")
+    assert "remove it from the calibration folder" in message and "annotation" not in message
+    assert not (tmp_path / "cal.tensor").exists()
+
+
 # smaller cases ---------------------------------------------------------------------------------
 
 

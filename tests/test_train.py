@@ -93,11 +93,15 @@ def weights(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tiny_coco, tmp_path_factory):
-    """One uninterrupted 2-epoch CLI run: (spec file, results folder, stdout)."""
+    """One uninterrupted 2-epoch CLI run: (spec file, results folder, stdout).
+
+    Without -k, so the checkpoints are plain (TAO's -k, which encrypts them, is in
+    test_encryption.py).
+    """
     tmp = tmp_path_factory.mktemp("trained")
     spec = write_spec(tmp / "spec.yaml", tiny_coco, log_tensorboard=True)
     out = tmp / "results"
-    stdout = run_cli(["train", "-e", str(spec), "-r", str(out), "-k", "tlt_encode"])
+    stdout = run_cli(["train", "-e", str(spec), "-r", str(out)])
     return spec, out, stdout
 
 
@@ -270,7 +274,7 @@ def ddp_worker(rank: int, world_size: int, port: int, spec_file: str, out: str) 
     torch.set_num_threads(1)
     models = []
 
-    def build_and_keep(spec, pose, resume, say):
+    def build_and_keep(spec, pose, resume, say, key=None):
         models.append(bn_free_model(spec, pose, resume, say)[0])
         return models[-1], None
 
@@ -279,7 +283,7 @@ def ddp_worker(rank: int, world_size: int, port: int, spec_file: str, out: str) 
     torch.save(models[0].state_dict(), Path(out) / f"rank{rank}.pt")
 
 
-def bn_free_model(spec, pose, resume, say):
+def bn_free_model(spec, pose, resume, say, key=None):
     """A stand-in for build_training_model: the BN-free tiny network, seeded as train() does."""
     return tiny_model.build_model(spec.model, pose, batch_norm=False), None
 

@@ -30,3 +30,23 @@ class SpecError(BpnetError):
 
 class DatasetError(BpnetError):
     """A dataset whose files or annotations cannot be used as written."""
+
+
+class UnreadableImageError(DatasetError):
+    """An image file that cannot be read or decoded.
+
+    The message advises what fits an annotated dataset; a caller that reads other folders
+    (inference, calibration) words its own advice from ``path`` and ``reason``.
+
+    Attributes:
+        path: the image file (None when rebuilt from a DataLoader worker's message).
+        reason: what is wrong with it, e.g. ``not a readable image (...)``.
+    """
+
+    def __init__(self, message: str, *, path=None, reason: str | None = None):
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+    def advise(self, fix: str) -> str:
+        """The one-line message with another fix: ``<path>: <reason>; <fix>``."""
+        return f"{self.path}: {self.reason}; {fix}" if self.reason else str(self)

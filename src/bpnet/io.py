@@ -144,6 +144,67 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
     return stale
 
 
+def process_alive(pid: int) -> bool:
+    """True when a process with this id runs (another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def staging_folder(prefix: str) -> Iterator[Path]:
+    """A private temporary folder ``<TMPDIR>/<prefix><pid>-<random>``, removed when the block
+    ends, also on SIGTERM (turned into KeyboardInterrupt while the block runs).
+
+    Folders of the same prefix that a killed process left (``kill -9``: its pid no longer
+    runs) and that belong to this user are removed first.
+
+    Example:
+        >>> with staging_folder("bpnet-inference-") as staging:  # doctest: +SKIP
+        ...     (staging / "a.jpg").write_bytes(data)
+    """
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)-[a-z0-9_]{{8}}")
+    root = Path(tempfile.gettempdir())
+    with suppress(OSError):
+        for folder in root.iterdir():
+            match = pattern.fullmatch(folder.name)
+            if not match or not folder.is_dir() or process_alive(int(match.group(1))):
+                continue
+            if folder.stat().st_uid == os.getuid():
+                shutil.rmtree(folder, ignore_errors=True)
+    # the pid in the name tells a later run whether this one still runs
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    try:
+        with _sigterm_as_interrupt():
+            yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let ``kill PID`` (SIGTERM) unwind the stack like Ctrl-C, so ``finally`` blocks run."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can install handlers
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 LOCK_FILE = ".bpnet.lock"
 
 

@@ -9,6 +9,7 @@ from bpnet.cli.options import (
     add_command,
     add_dataset,
     add_inference_spec,
+    add_key,
     add_model,
     add_results_dir,
     fmt_ap,
@@ -32,7 +33,9 @@ def add_parsers(commands) -> None:
         evaluate,
         "model to evaluate: .pth, .onnx or .engine (required unless --oracle, --detections or "
         "the inference spec's model_path)",
+        aliases=("--model_filename",),
     )
+    add_key(evaluate)
     add_dataset(evaluate)
     add_results_dir(evaluate, "folder for the result files")
     evaluate.add_argument(
@@ -77,7 +80,9 @@ def add_parsers(commands) -> None:
         help="find people in your images with a .pth, .onnx or .engine model",
         description="Run a model on an image or a folder of images; write detections.json "
         "(COCO keypoint results plus file_name) and images/ with the skeletons drawn into "
-        "RESULTS_DIR. The inference spec sets the input geometry and decoder thresholds.",
+        "RESULTS_DIR. Unreadable images are skipped and listed in skipped_images.json (exit 0; "
+        "2 with --strict, or when no image could be read). The inference spec sets the input "
+        "geometry and decoder thresholds.",
     )
     add_model(
         inference,
@@ -85,6 +90,7 @@ def add_parsers(commands) -> None:
         "inference spec gives model_path)",
         aliases=("--model_filename",),
     )
+    add_key(inference)
     inference.add_argument(
         "--input",
         type=Path,
@@ -114,6 +120,12 @@ def add_parsers(commands) -> None:
         default=None,
         help="ONNX Runtime threads (default: as many as PyTorch uses)",
     )
+    inference.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable image (exit 2, nothing written); by default such "
+        "images are skipped and listed in skipped_images.json",
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -131,6 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         oracle_resolution=args.oracle_resolution,
         detections=args.detections,
         bf16=args.bf16,
+        key=args.key,
     )
     print(report.summary)
     print(
@@ -152,8 +165,14 @@ def _inference(args: argparse.Namespace) -> int:
         input_type=args.input_type,
         draw=not args.no_visualizations,
         threads=args.threads,
+        key=args.key,
+        strict=args.strict,
     )
-    print(
-        f"{summary['people']} people in {summary['images']} images; results in {args.results_dir}"
-    )
+    line = f"{summary['people']} people in {summary['images']} images"
+    if summary["skipped"]:
+        names = [path.name for path, _ in summary["skipped"]]
+        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+        listed = summary["skipped_file"]
+        line += f"; {len(names)} unreadable image(s) skipped: {shown} (listed in {listed})"
+    print(f"{line}; results in {args.results_dir}")
     return 0

@@ -164,7 +164,7 @@ def add_parsers(commands) -> None:
     )
     add("--max_batch_size", type=int, default=1, help="largest batch of a TensorRT engine (1)")
     add_force(export)
-    add_key(export)
+    add_key(export, "the ONNX models (then -o may end in .etlt)")
 
     sample = add_command(
         add_group(commands, "calibration", "INT8 calibration helpers"),

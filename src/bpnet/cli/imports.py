@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bpnet.cli.options import add_command
+from bpnet.cli.options import add_command, add_key
 
 
 def add_parsers(commands) -> None:
@@ -43,10 +43,13 @@ def add_parsers(commands) -> None:
         "(specs/layouts/ has examples)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    add_key(parser, "the output")
 
 
 def _import(args: argparse.Namespace) -> int:
     from bpnet.convert import import_model
 
-    import_model(args.source, args.model, args.output, layout=args.layout, force=args.force)
+    import_model(
+        args.source, args.model, args.output, layout=args.layout, force=args.force, key=args.key
+    )
     return 0

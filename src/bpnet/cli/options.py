@@ -100,13 +100,15 @@ def add_results_dir(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("-r", "--results_dir", type=Path, required=True, help=help)
 
 
-def add_key(parser: argparse.ArgumentParser) -> None:
-    """TAO's ``-k KEY`` (its models are encrypted; bpnet's are not)."""
+def add_key(parser: argparse.ArgumentParser, writes: str = "") -> None:
+    """TAO's ``-k KEY``: the key encrypted models are read (and, with ``writes``, written) with."""
     parser.add_argument(
         "-k",
         "--key",
         default=None,
-        help="accepted for TAO compatibility and ignored: bpnet models are not encrypted",
+        help="TAO's model key: encrypted models are read with it"
+        + (f" and {writes} are encrypted with it (AES-256-GCM)" if writes else "")
+        + "; without -k models are plain files",
     )
 
 

@@ -101,7 +101,7 @@ def add_parsers(commands) -> None:
     prune.add_argument(
         "--force", action="store_true", help="replace an existing -o or --report file"
     )
-    add_key(prune)
+    add_key(prune, "the pruned model")
 
 
 def _prune(args: argparse.Namespace) -> int:
@@ -135,6 +135,7 @@ def _prune(args: argparse.Namespace) -> int:
             input_size=size,
             report_path=args.report,
             force=args.force,
+            key=args.key,
         )
         print(format_sweep(table))
         if args.report is not None:
@@ -152,6 +153,7 @@ def _prune(args: argparse.Namespace) -> int:
         input_size=size,
         report_path=args.report,
         force=args.force,
+        key=args.key,
     )
     print(format_report(report))
     print(f"wrote {report['output']} and {report['report']}")

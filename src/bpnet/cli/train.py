@@ -46,7 +46,7 @@ def add_parsers(commands) -> None:
         "--master_addr", default="127.0.0.1", help="rendezvous host of node 0 (torchrun)"
     )
     train.add_argument("--master_port", type=int, default=29500, help="rendezvous port (torchrun)")
-    add_key(train)
+    add_key(train, "the checkpoints (resume with the same key)")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -60,6 +60,7 @@ def _train(args: argparse.Namespace) -> int:
         argv = ["train", "-e", str(args.spec), "-r", str(args.results_dir)]
         argv += [f"--override={item}" for item in args.overrides]
         argv += ["-d", str(args.root)] if args.root is not None else []
+        argv += [f"--key={args.key}"] if args.key is not None else []
         return launch(
             argv,
             nproc_per_node=args.gpus,
@@ -68,7 +69,7 @@ def _train(args: argparse.Namespace) -> int:
             master_addr=args.master_addr,
             master_port=args.master_port,
         )
-    summary = train(spec, args.results_dir, root=args.root, spec_path=args.spec)
+    summary = train(spec, args.results_dir, root=args.root, spec_path=args.spec, key=args.key)
     if summary["rank"] == 0 and summary["validation"] is not None:
         print(f"last validation: AP {fmt_ap(summary['validation'].get('AP'))}")
     return 0

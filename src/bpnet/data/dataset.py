@@ -46,7 +46,7 @@ from bpnet.data.transforms import (
     warp_image,
     warp_mask,
 )
-from bpnet.errors import DatasetError
+from bpnet.errors import DatasetError, UnreadableImageError
 from bpnet.io import image_files
 from bpnet.pose import PoseConfig
 
@@ -63,21 +63,28 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
         size: the (height, width) the annotation file gives; checked when not None.
 
     Raises:
-        DatasetError: the file is missing, unreadable, not an image, or of another size.
+        UnreadableImageError: the file is missing, unreadable or not an image (its message
+            advises an annotated dataset's fix; ``path`` and ``reason`` let callers advise
+            another).
+        DatasetError: the image is of another size than ``size``.
     """
     path = Path(path)
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as err:
-        raise DatasetError(
-            f"{path}: cannot read image file ({err.strerror or err}); restore the file or "
-            "remove its entry from the annotation file"
+        reason = f"cannot read image file ({err.strerror or err})"
+        raise UnreadableImageError(
+            f"{path}: {reason}; restore the file or remove its entry from the annotation file",
+            path=path,
+            reason=reason,
         ) from None
     image = cv2.imdecode(data, IMREAD_FLAGS) if data.size else None
     if image is None:
-        raise DatasetError(
-            f"{path}: not a readable image (corrupt or not an image format OpenCV decodes); "
-            "replace the file or remove its entry from the annotation file"
+        reason = "not a readable image (corrupt or not an image format OpenCV decodes)"
+        raise UnreadableImageError(
+            f"{path}: {reason}; replace the file or remove its entry from the annotation file",
+            path=path,
+            reason=reason,
         )
     if size is not None and image.shape[:2] != tuple(size):
         raise DatasetError(
@@ -109,7 +116,12 @@ def unlabelled_records(folder: str | os.PathLike, num_joints: int) -> list[Image
         )
     records = []
     for index, path in enumerate(files, start=1):
-        height, width = read_image(path).shape[:2]
+        try:
+            height, width = read_image(path).shape[:2]
+        except UnreadableImageError as err:  # a folder of pictures: no annotation file to fix
+            raise DatasetError(
+                err.advise("replace the file or remove it from the unlabelled_images folder")
+            ) from None
         info = {"id": -index, "file_name": path.name, "width": width, "height": height}
         records.append(empty_record(folder, info, num_joints, labelled=False))
     return records

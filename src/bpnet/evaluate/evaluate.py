@@ -17,6 +17,7 @@ from bpnet.evaluate.oracle import OracleSource
 from bpnet.inference.pipeline import MapSource, Predictor
 from bpnet.io import check_output_dir, read_json, write_json_atomic, write_text_atomic
 from bpnet.pose import PoseConfig
+from bpnet.progress import progress
 
 DETECTIONS_FILE = "detections_coco_format.json"
 
@@ -46,6 +47,7 @@ def run_evaluation(
     oracle_resolution: str = "network",
     detections: str | Path | None = None,
     bf16: bool = False,
+    key: str | None = None,
 ) -> EvalReport:
     """``bpnet evaluate``: score a model, the oracle (the decoder alone) or a results file.
 
@@ -63,6 +65,7 @@ def run_evaluation(
         oracle_resolution: ``network`` (the inputs ``spec`` describes) or ``full``.
         detections: score this COCO keypoint results file instead of running anything.
         bf16: bfloat16 autocast (``.pth`` models).
+        key: TAO's ``-k``: the key an encrypted model was written with.
 
     Raises:
         BpnetError: no model, or a model with ``oracle`` or ``detections``; bad files.
@@ -87,7 +90,7 @@ def run_evaluation(
         model = model or spec.model_path
         if model is None:
             raise BpnetError("bpnet evaluate: give a model with -m MODEL, or use --oracle")
-        loaded = load_model(model)
+        loaded = load_model(model, key=key)
         pose, train_spec = loaded.pose, loaded.train_spec  # what the model was trained with
         source = loaded.source(stage=spec.output_stage_to_use, bf16=bf16)
         resolution, label = "network", str(model)
@@ -109,6 +112,7 @@ def evaluate(
     *,
     resolution: str = "network",
     label: str = "model",
+    leave_progress: bool = True,
 ) -> EvalReport:
     """Run ``source`` over every image of a split, decode, score, and write the results.
 
@@ -123,7 +127,8 @@ def evaluate(
         spec: input geometry (mode, scales) and decoder settings.
         resolution: ``network`` (the inputs ``spec`` describes) or ``full`` (the image's own
             pixel grid; for the oracle).
-        label: what produced the maps, for the reports.
+        label: what produced the maps, for the reports (and the progress bar).
+        leave_progress: keep the finished progress bar on a terminal (False inside training).
 
     Raises:
         DatasetError: missing image files, an empty image list, a malformed annotation file.
@@ -135,7 +140,7 @@ def evaluate(
     records = build_records(data, pose)
     predictor = Predictor(source, pose, spec, full_resolution=resolution == "full", split=data)
     detections: list[dict] = []
-    for record in records:
+    for record in progress(records, desc=f"evaluate {label}", leave=leave_progress):
         # the oracle draws each image's ground truth; a network sees only the pixels
         own = source.bind(record) if isinstance(source, OracleSource) else source
         size = (record.height, record.width)

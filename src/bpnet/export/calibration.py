@@ -19,11 +19,12 @@ import numpy as np
 
 from bpnet.config.inference import InferenceSpec
 from bpnet.data.dataset import read_image
-from bpnet.errors import BpnetError, DatasetError
+from bpnet.errors import BpnetError, DatasetError, UnreadableImageError
 from bpnet.export.tensorfile import write_tensorfile
 from bpnet.inference.model_io import warp_rgb
 from bpnet.inference.pipeline import input_geometry
 from bpnet.io import copy_all_atomic, image_files, read_json
+from bpnet.progress import progress
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -86,10 +87,20 @@ def build_calibration_data(
     batches = len(images) // batch_size
     shape = (batches, batch_size, size[0], size[1], 3)
 
+    def read(path: Path) -> np.ndarray:
+        try:
+            return letterbox_rgb(read_image(path), size)
+        except UnreadableImageError as err:  # a folder of pictures: no annotation file to fix
+            raise DatasetError(
+                err.advise("replace the file or remove it from the calibration folder")
+            ) from None
+
     def generate() -> Iterator[np.ndarray]:
-        for b in range(batches):
-            chunk = images[b * batch_size : (b + 1) * batch_size]
-            yield np.stack([letterbox_rgb(read_image(p), size) for p in chunk])
+        with progress(desc="calibration images", unit="image", total=shape[0] * shape[1]) as bar:
+            for b in range(batches):
+                chunk = images[b * batch_size : (b + 1) * batch_size]
+                yield np.stack([read(p) for p in chunk])
+                bar.update(len(chunk))
 
     write_tensorfile(path, generate(), shape, [p.name for p in images[: batches * batch_size]])
 

@@ -1,13 +1,14 @@
 """`bpnet export`: checkpoint -> ONNX (FP32 / FP16 / INT8), calibration files, TensorRT engine.
 
 Every argument is checked, and every output path, before any work: a run that fails leaves
-no file behind, and a run that succeeds wrote each file atomically. See docs/EXPORT.md.
+no file behind, and a run that succeeds wrote each file atomically. With a key (TAO's ``-k``)
+the ONNX models are written encrypted (:mod:`bpnet.encryption`): bpnet's ``.etlt``, which
+``bpnet evaluate / inference -k`` read. See docs/EXPORT.md.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from bpnet.config import load_experiment_spec
 from bpnet.config.spec import STRIDE
+from bpnet.encryption import encrypt
 from bpnet.errors import BpnetError
 from bpnet.export import calibration as cal
 from bpnet.export.int8 import (
@@ -36,9 +38,10 @@ from bpnet.export.sensitivity import (
 from bpnet.export.tensorfile import TensorFile, read_tensorfile
 from bpnet.export.trt_cache import DEFAULT_TRT_VERSION, write_cache
 from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, torch_input
-from bpnet.io import check_output_dir, copy_all_atomic
+from bpnet.io import check_output_dir, copy_all_atomic, staging_folder
 from bpnet.models.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES
 from bpnet.models.checkpoint import load_trained
+from bpnet.progress import step_callback
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
 
@@ -49,7 +52,7 @@ class ExportOptions:
 
     Attributes:
         model: the ``.pth`` checkpoint.
-        output: the ``.onnx`` file to write.
+        output: the ``.onnx`` file to write (or ``.etlt`` with a ``key``).
         data_type: ``fp32``, ``fp16`` or ``int8``.
         experiment_spec: accepted for TAO compatibility; the checkpoint's stored spec is used.
         engine_file: also build a TensorRT engine here (needs tensorrt and a GPU).
@@ -74,6 +77,9 @@ class ExportOptions:
         max_batch_size: the largest batch a TensorRT engine accepts.
         force: overwrite existing outputs (and rebuild an existing ``cal_data_file`` when
             ``cal_image_dir`` is given).
+        key: TAO's ``-k``: the key of an encrypted checkpoint, and the ONNX models (the output
+            and INT8's FP32 sibling) are encrypted with it; None writes them plain. The
+            calibration files and a TensorRT engine stay plain, as TAO's do.
     """
 
     model: Path
@@ -98,6 +104,7 @@ class ExportOptions:
     keep_fp32: tuple[str, ...] = ()
     max_batch_size: int = 1
     force: bool = False
+    key: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -106,7 +113,7 @@ class ExportOptions:
     @property
     def fp32_sibling(self) -> Path:
         """Where an INT8 export keeps the FP32 model its TensorRT cache belongs to."""
-        return self.output.with_suffix(".fp32.onnx")
+        return self.output.with_suffix(".fp32" + self.output.suffix)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
             images, a damaged tensorfile, missing TensorRT (all before any file is written).
     """
     plan = _check(options)
-    trained = load_trained(options.model)
+    trained = load_trained(options.model, key=options.key)
     train_spec = trained.train_spec
     if options.experiment_spec is not None:
         given = load_experiment_spec(options.experiment_spec).dataloader.normalization_params
@@ -148,7 +155,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
     for flags, needs in _unused_options(options):
         verb = "applies" if len(flags) == 1 else "apply"
         say(f"note: --{', --'.join(flags)} only {verb} to {needs}; ignored")
-    with tempfile.TemporaryDirectory(prefix="bpnet-export-") as tmp:
+    with staging_folder("bpnet-export-") as tmp:
         # every output is staged here and moved into place only when all of them exist
         staged: dict[str, tuple[Path, Path]] = {}  # role -> (staged file, final path)
 
@@ -188,7 +195,8 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 f"calibrating on {len(reader)} batches of {data.batch_size} "
                 f"({data.size[0]}x{data.size[1]}, {options.cal_method})"
             )
-            ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=_progress(say))
+            progress = step_callback("calibration batch", "batch", say)
+            ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=progress)
             write_cache(stage("cal_cache_file", options.cache_path), ranges, plan.trt_version)
             if options.sensitivity == "auto":
                 say("INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
@@ -197,7 +205,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                     fp32, reader, ranges, margin_db=options.sensitivity_margin,
                     keep_fp32=options.keep_fp32, reduce_range=options.reduce_range,
                     channel_axis=-1 if io_.layout == "NHWC" else 1,
-                    progress=_progress(say, "sensitivity node"),
+                    progress=step_callback("sensitivity node", "node", say),
                 )  # fmt: skip
             else:
                 int8_report = manual_report(fp32, options.keep_fp32)
@@ -230,6 +238,13 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 engine_metadata_path(engine),
                 engine_metadata_path(options.engine_file),
             )
+        if options.key is not None:
+            for role in ("onnx", "fp32_onnx"):  # the models; cache, tensorfile, engine: plain
+                if role in staged:
+                    plain, final = staged[role]
+                    sealed = plain.with_name(f"{plain.name}.encrypted")
+                    sealed.write_bytes(encrypt(plain.read_bytes(), options.key, str(final)))
+                    staged[role] = (sealed, final)
         copy_all_atomic(staged.values())
         files = {role: str(final) for role, (_, final) in staged.items()}
     if options.data_type == "int8" and options.cal_data_file is not None:
@@ -259,8 +274,14 @@ def _unused_options(options: ExportOptions) -> list[tuple[list[str], str]]:
 
 def _check(options: ExportOptions) -> ExportPlan:
     """Validate everything that can be validated before work; return what it settled."""
-    if options.output.suffix.lower() != ".onnx":
-        raise BpnetError(f"-o {options.output}: the output must be an .onnx file")
+    suffix = options.output.suffix.lower()
+    if suffix == ".etlt" and options.key is None:
+        raise BpnetError(
+            f"-o {options.output}: an .etlt model is encrypted; pass the key with -k KEY, or "
+            "name the output .onnx"
+        )
+    if suffix not in (".onnx", ".etlt"):
+        raise BpnetError(f"-o {options.output}: the output must be an .onnx file (.etlt with -k)")
     if not options.model.is_file():
         raise BpnetError(f"{options.model}: model file not found; check -m")
     if options.model.suffix.lower() not in CHECKPOINT_SUFFIXES:
@@ -362,14 +383,6 @@ def _build_tensorfile(
     say(f"pre-processing {len(plan.images)} calibration images from {options.cal_image_dir}")
     cal.build_calibration_data(plan.images, path, size, options.batch_size)
     return read_tensorfile(path)
-
-
-def _progress(say: Callable[[str], None], what: str = "calibration batch"):
-    def report(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            say(f"  {what} {done}/{total}")
-
-    return report
 
 
 def _compare_with_torch(model, onnx_path: Path, io_: ModelIO, train_spec) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 from collections.abc import Sequence
 from inspect import signature
 from pathlib import Path
@@ -27,6 +26,7 @@ from bpnet.config.spec import NormalizationParams
 from bpnet.export.tensorfile import TensorFile
 from bpnet.inference import model_io as mio
 from bpnet.inference.model_io import ModelIO, network_input
+from bpnet.io import staging_folder
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # percentile (99.999%) kept the fixture-overfit model within 1 AP point of FP32 where minmax lost
@@ -110,7 +110,7 @@ def calibrate_ranges(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    with tempfile.TemporaryDirectory(prefix="bpnet-calib-") as tmp:
+    with staging_folder("bpnet-calib-") as tmp:
         calibrator = create_calibrator(
             Path(fp32_model),
             [],  # every node: ranges for the whole graph (TensorRT wants them all)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from bpnet.config import ExperimentSpec, to_dict
 from bpnet.config.spec import NormalizationParams
+from bpnet.encryption import write_model_bytes
 from bpnet.errors import BpnetError
 from bpnet.inference import model_io as mio
 from bpnet.inference.model_io import ModelIO
@@ -338,9 +339,13 @@ def convert_fp16(proto) -> object:
     return half
 
 
-def save_onnx(proto, path: str | Path) -> None:
-    """Write a model as one file, atomically."""
+def save_onnx(proto, path: str | Path, key: str | None = None) -> None:
+    """Write a model as one file, atomically; encrypted with ``key`` (``-k``) when given."""
     import onnx
+
+    if key is not None:
+        write_model_bytes(path, proto.SerializeToString(), key)
+        return
 
     def write(tmp: Path) -> None:
         onnx.save_model(proto, str(tmp), save_as_external_data=False)

@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from bpnet.errors import BpnetError
+from bpnet.io import staging_folder
 
 SENSITIVITY_MODES = ("auto", "off")
 # a node that alone costs the outputs 10x the noise power of the median node stands out
@@ -306,7 +306,7 @@ def find_sensitive_layers(
         )
     inputs = _first_batches(reader, batches, str(fp32_model))
     reference = _run(fp32_model, inputs, threads)
-    with tempfile.TemporaryDirectory(prefix="bpnet-sensitivity-") as tmp:
+    with staging_folder("bpnet-sensitivity-") as tmp:
         cache = Path(tmp) / "ranges.json"
         trial = Path(tmp) / "trial.onnx"
 

@@ -2,11 +2,12 @@
 
 Writes ``detections.json`` (COCO keypoint results, one record per person, with the image's
 ``file_name`` added) and, for every image, ``images/<name>.jpg`` with the skeletons drawn.
+Images that cannot be read are skipped and listed in ``skipped_images.json`` (``--strict``
+stops at the first one instead).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -14,12 +15,21 @@ from pathlib import Path
 import cv2
 
 from bpnet.config.inference import InferenceSpec
-from bpnet.errors import BpnetError
+from bpnet.errors import BpnetError, UnreadableImageError
 from bpnet.inference.pipeline import Predictor
-from bpnet.io import check_output_dir, copy_all_atomic, image_files, read_json, write_json_atomic
+from bpnet.io import (
+    check_output_dir,
+    copy_all_atomic,
+    image_files,
+    read_json,
+    staging_folder,
+    write_json_atomic,
+)
+from bpnet.progress import above_bars, progress
 from bpnet.visualize import draw_people
 
 DETECTIONS_FILE = "detections.json"
+SKIPPED_FILE = "skipped_images.json"
 
 INPUT_TYPES = ("image", "dir", "json")
 
@@ -103,26 +113,37 @@ def run_inference(
     input_type: str | None = None,
     draw: bool = True,
     threads: int | None = None,
+    key: str | None = None,
+    strict: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict:
     """Find people in every image and write the results.
+
+    An image that cannot be read (corrupt, empty, not an image) is skipped: the others are
+    processed, and the skipped ones are listed, with the reason, in ``skipped_images.json``.
 
     Args:
         model: a ``.pth``, ``.onnx`` or ``.engine`` file (see
             :func:`bpnet.inference.runtime.load_model`); None: ``spec.model_path``.
         source: an image file, a folder of images or a JSON list of images.
-        results_dir: receives ``detections.json`` and ``images/``.
+        results_dir: receives ``detections.json``, ``images/`` and, when images were skipped,
+            ``skipped_images.json``.
         spec: input geometry and decoder settings.
         input_type: ``image``, ``dir`` or ``json`` (see :func:`find_inputs`); None: from
             ``source``.
         draw: write the pictures with skeletons.
         threads: ONNX Runtime threads (None: as many as PyTorch uses).
+        key: TAO's ``-k``: the key an encrypted model was written with.
+        strict: stop at the first unreadable image (nothing is written) instead of skipping it.
+        say: where each image's line goes.
 
     Returns:
-        ``{"images": n, "people": n, "detections": path}``.
+        ``{"images": n read, "people": n, "detections": path, "skipped": [(path, reason),
+        ...], "skipped_file": path or None}``.
 
     Raises:
-        BpnetError: a missing model or input, an unreadable image, an unwritable folder.
+        BpnetError: a missing model or input, an unwritable folder, no readable image at all,
+            or (``strict``) an unreadable image; nothing is written then.
     """
     from bpnet.inference.runtime import load_model
 
@@ -131,31 +152,57 @@ def run_inference(
         raise BpnetError("bpnet inference: give a model with -m MODEL (.pth, .onnx or .engine)")
     inputs = find_inputs(source, input_type)
     results_dir = check_output_dir(results_dir)
-    loaded = load_model(model)
+    loaded = load_model(model, key=key)
     pose = loaded.pose
     source_ = loaded.source(stage=spec.output_stage_to_use, threads=threads)
     predictor = Predictor(source_, pose, spec)
     detections: list[dict] = []
+    skipped: list[tuple[Path, str]] = []
     stems = Counter(p.stem for p, _ in inputs)
     pictures = results_dir / "images"
     # pictures are drawn into a staging folder and moved into images/ only when every image
     # went through: a failure part-way leaves the results folder as it was
-    with tempfile.TemporaryDirectory(prefix="bpnet-inference-") as staging:
-        for path, image_id in inputs:
-            found = predictor(path, image_id)
+    with staging_folder("bpnet-inference-") as staging:
+        for path, image_id in progress(inputs, desc="inference", unit="image"):
+            try:
+                found = predictor(path, image_id)
+            except UnreadableImageError as err:
+                if strict:
+                    raise BpnetError(
+                        err.advise("replace or remove the file, or drop --strict to skip it")
+                    ) from None
+                skipped.append((path, err.reason or str(err)))
+                with above_bars():
+                    say(f"{path.name}: skipped: {err.reason}")
+                continue
             detections += [{**r, "file_name": path.name} for r in found.detections]
             if draw:
                 drawn = draw_people(found.image, found.keypoints, pose, scores=True)
                 # a.jpg and a.png (or two a.jpg of a JSON list) would both draw to a.jpg
                 name = path.stem if stems[path.stem] == 1 else f"{path.stem}_{image_id}"
-                staged = Path(staging) / f"{name}.jpg"
+                staged = staging / f"{name}.jpg"
                 if not cv2.imwrite(str(staged), drawn, [cv2.IMWRITE_JPEG_QUALITY, 90]):
                     raise BpnetError(f"{staged}: could not write the picture; check the disk")
-            say(f"{path.name}: {len(found.people)} people")
-        copy_all_atomic((staged, pictures / staged.name) for staged in Path(staging).iterdir())
+            with above_bars():
+                say(f"{path.name}: {len(found.people)} people")
+        if len(skipped) == len(inputs):
+            first, reason = skipped[0]
+            raise BpnetError(
+                f"{source}: none of the {len(inputs)} images could be read (first: {first}: "
+                f"{reason}); check --input"
+            )
+        copy_all_atomic((staged, pictures / staged.name) for staged in staging.iterdir())
     write_json_atomic(results_dir / DETECTIONS_FILE, detections)
+    skipped_file = results_dir / SKIPPED_FILE
+    if skipped:
+        listed = [{"file_name": p.name, "path": str(p), "reason": r} for p, r in skipped]
+        write_json_atomic(skipped_file, listed, indent=2)
+    else:
+        skipped_file.unlink(missing_ok=True)  # an earlier run's list would describe its images
     return {
-        "images": len(inputs),
+        "images": len(inputs) - len(skipped),
         "people": len(detections),
         "detections": str(results_dir / DETECTIONS_FILE),
+        "skipped": skipped,
+        "skipped_file": str(skipped_file) if skipped else None,
     }

@@ -18,8 +18,12 @@ from bpnet.inference import model_io as mio
 from bpnet.inference.model_io import ExportedSource, ModelIO, maps_from_outputs
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+def read_onnx_metadata(path: str | Path, data: bytes | None = None) -> dict[str, str]:
     """The ``bpnet.*`` metadata_props of an ONNX file, without loading its weights twice.
+
+    Args:
+        path: the file (named in messages; read when ``data`` is None).
+        data: the model's bytes when they are already in memory (a decrypted ``.etlt``).
 
     Raises:
         BpnetError: not an ONNX file, or not one written by bpnet export.
@@ -28,13 +32,20 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 
     path = Path(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        if data is not None:
+            model = onnx.load_from_string(data)
+        else:
+            model = onnx.load(str(path), load_external_data=False)
     except FileNotFoundError:
         raise BpnetError(f"{path}: model file not found; check the path") from None
     except Exception as err:  # onnx raises DecodeError, ValueError, ... for a damaged file
+        hint = (
+            "bpnet reads the .etlt files of bpnet export -k, not TAO's own"
+            if path.suffix.lower() == ".etlt"
+            else "export it again from the .pth with bpnet export"
+        )
         raise BpnetError(
-            f"{path}: not a readable ONNX model ({type(err).__name__}); export it again from "
-            "the .pth with bpnet export"
+            f"{path}: not a readable ONNX model ({type(err).__name__}); {hint}"
         ) from None
     props = {p.key: p.value for p in model.metadata_props}
     if mio.KEY_IO not in props:
@@ -62,6 +73,7 @@ class OnnxSource(ExportedSource):
 
     Args:
         threads: intra-op threads (None: as many as PyTorch uses, ``torch.get_num_threads()``).
+        data: the model's bytes, when they are not the file's own (a decrypted ``.etlt``).
     """
 
     def __init__(
@@ -72,9 +84,10 @@ class OnnxSource(ExportedSource):
         *,
         stage: int | None = None,
         threads: int | None = None,
+        data: bytes | None = None,
     ):
         super().__init__(path, io, normalization, stage=stage)
-        self.session = make_session(self.path, threads)
+        self.session = make_session(self.path, threads, data=data)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,16 +96,19 @@ class OnnxSource(ExportedSource):
         return maps_from_outputs(outputs, self.io, self.stage)
 
 
-def make_session(path: str | Path, threads: int | None = None, *, spin: bool = True):
+def make_session(
+    path: str | Path, threads: int | None = None, *, spin: bool = True, data: bytes | None = None
+):
     """An ONNX Runtime CPU session with every graph optimisation (QDQ -> integer kernels).
 
     Args:
-        path: the model.
+        path: the model (named in messages; read when ``data`` is None).
         threads: intra-op threads; None uses PyTorch's count (``torch.get_num_threads()``, which
             follows ``OMP_NUM_THREADS``), so both runtimes share one thread setting.
         spin: let idle worker threads spin for the next run (ONNX Runtime's default). A process
             that alternates ONNX Runtime with other work (a benchmark timing PyTorch between
             runs) turns it off: the spinning threads take the cores the other work needs.
+        data: the model's bytes, already in memory (a decrypted ``.etlt``).
 
     Raises:
         BpnetError: ONNX Runtime cannot load the model (names the file).
@@ -113,7 +129,8 @@ def make_session(path: str | Path, threads: int | None = None, *, spin: bool = T
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model = data if data is not None else str(path)
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own Fail / InvalidGraph / NotImplemented types
         message = " ".join(str(err).split())[:300]
         raise BpnetError(f"{path}: ONNX Runtime cannot load the model ({message})") from None

@@ -7,13 +7,15 @@ suffix         runtime           what it is
 ``.pth``       PyTorch           a checkpoint from ``bpnet train`` / ``bpnet prune``
 ``.onnx``      ONNX Runtime      ``bpnet export`` output: FP32, FP16, INT8 (QDQ), or
                                  the deployable model (``--sdk_compatible_model``)
+``.etlt``      ONNX Runtime      ``bpnet export -k`` output: the ONNX model encrypted
 ``.engine``    TensorRT          ``bpnet export --engine_file`` output (GPU)
 =============  ================  ===================================================
 
 Each comes back as a :class:`LoadedModel` whose :meth:`LoadedModel.source` is a
 :class:`~bpnet.inference.pipeline.MapSource`; the skeleton and the training spec come from the
 file itself (checkpoint keys, ONNX metadata, or the engine's ``.json``), so no other file is
-needed.
+needed. A ``.pth`` or ONNX model written with a key (``-k``, :mod:`bpnet.encryption`) loads
+with the same key, whatever its suffix.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Literal
 import torch
 
 from bpnet.config import ExperimentSpec, from_dict
+from bpnet.encryption import is_encrypted_file, read_model_bytes
 from bpnet.errors import BpnetError
 from bpnet.inference import model_io as mio
 from bpnet.inference.model_io import ModelIO
@@ -36,7 +39,7 @@ from bpnet.models.checkpoint import load_trained
 from bpnet.pose import PoseConfig
 from bpnet.pose.skeleton import parse_pose_config
 
-ONNX_SUFFIXES = (".onnx",)
+ONNX_SUFFIXES = (".onnx", ".etlt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
@@ -52,6 +55,7 @@ class LoadedModel:
         model: the network in eval mode (PyTorch checkpoints only, else None).
         io: an exported model's inputs and outputs (None for checkpoints).
         data_type: ``fp32``, ``fp16`` or ``int8`` (an exported model's precision).
+        data: an encrypted ONNX model's decrypted bytes (None: the file is read as it is).
     """
 
     path: Path
@@ -61,6 +65,7 @@ class LoadedModel:
     model: torch.nn.Module | None = None
     io: ModelIO | None = None
     data_type: str = "fp32"
+    data: bytes | None = None
 
     def source(
         self, *, stage: int | None = None, bf16: bool = False, threads: int | None = None
@@ -86,35 +91,42 @@ class LoadedModel:
         if self.runtime == "onnxruntime":
             from bpnet.inference.onnx_source import OnnxSource
 
-            return OnnxSource(self.path, self.io, normalization, stage=stage, threads=threads)
+            return OnnxSource(
+                self.path, self.io, normalization, stage=stage, threads=threads, data=self.data
+            )
         from bpnet.inference.tensorrt_source import TensorRTSource
 
         return TensorRTSource(self.path, self.io, normalization, stage=stage)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a ``.pth`` checkpoint, an exported ``.onnx`` model or a TensorRT ``.engine``.
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", *, key: str | None = None
+) -> LoadedModel:
+    """Load a ``.pth`` checkpoint, an exported ``.onnx`` / ``.etlt`` model or a TensorRT
+    ``.engine``.
 
     Args:
         path: the model file; its suffix picks the runtime (module docstring).
         device: where a PyTorch model runs.
+        key: the ``-k`` key an encrypted model was written with (plain files ignore it).
 
     Raises:
-        BpnetError: the file is missing, of an unknown kind, not a bpnet model, or its
-            widths and weights disagree.
+        BpnetError: the file is missing, of an unknown kind, not a bpnet model, encrypted
+            and no key or a wrong key was given (or changed since), or its widths and weights
+            disagree.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES:
-        return _load_onnx(path)
+        return _load_onnx(path, key)
     if suffix in ENGINE_SUFFIXES:
         return _load_engine(path)
     if suffix not in TORCH_SUFFIXES:
         raise BpnetError(
             f"{path}: unknown model file type; bpnet runs .pth checkpoints (bpnet train / "
-            "bpnet prune), .onnx models and .engine files (bpnet export)"
+            "bpnet prune), .onnx / .etlt models and .engine files (bpnet export)"
         )
-    trained = load_trained(path, device)
+    trained = load_trained(path, device, key=key)
     train_spec = trained.train_spec  # read before the pose, as the checks always ran
     return LoadedModel(path, trained.pose, train_spec, "torch", model=trained.model)
 
@@ -137,11 +149,12 @@ def _from_metadata(
     return io_, pose, spec, props.get(mio.KEY_DATA_TYPE, "fp32")
 
 
-def _load_onnx(path: Path) -> LoadedModel:
+def _load_onnx(path: Path, key: str | None) -> LoadedModel:
     from bpnet.inference.onnx_source import read_onnx_metadata
 
-    io_, pose, spec, data_type = _from_metadata(read_onnx_metadata(path), str(path))
-    return LoadedModel(path, pose, spec, "onnxruntime", io=io_, data_type=data_type)
+    data = read_model_bytes(path, key) if is_encrypted_file(path) else None
+    io_, pose, spec, data_type = _from_metadata(read_onnx_metadata(path, data), str(path))
+    return LoadedModel(path, pose, spec, "onnxruntime", io=io_, data_type=data_type, data=data)
 
 
 def _load_engine(path: Path) -> LoadedModel:

@@ -19,10 +19,13 @@ Training writes ``model_epoch_NNN.pth`` into the results folder; the newest one 
 scanning (no pointer file that could disagree with the folder). A save goes to a temporary
 file in the same folder, is flushed to disk, and is renamed over the target: a crash at any
 moment leaves the previous files intact and never a truncated checkpoint under a real name.
+With a key (TAO's ``-k``) the file is encrypted (:mod:`bpnet.encryption`) and reads back only
+with the same key; a plain file reads with or without one.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -37,6 +40,7 @@ import torch
 from torch import nn
 
 from bpnet.config import ExperimentSpec, from_dict, load_experiment_spec, to_dict
+from bpnet.encryption import is_encrypted_file, read_model_bytes, write_model_bytes
 from bpnet.errors import BpnetError
 from bpnet.io import write_with_atomic
 from bpnet.models.posenet import PoseNet, load_state_checked, model_from_arch
@@ -98,6 +102,7 @@ def save_checkpoint(
     pose: PoseConfig | None = None,
     metrics: dict | None = None,
     extra: dict | None = None,
+    key: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically (module docstring) and return its path.
 
@@ -113,6 +118,7 @@ def save_checkpoint(
         pose: the skeleton the heads were trained for.
         metrics: numbers worth keeping with the weights (losses, AP).
         extra: more plain-data keys.
+        key: encrypt the file with this key (``-k``); None writes it plain.
     """
     arch = getattr(model, "arch", None)
     if arch is None:
@@ -133,21 +139,36 @@ def save_checkpoint(
         **(extra or {}),
     }
     # a temporary file, flushed to disk, then renamed: never a partial file under the name
-    write_with_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+    if key is None:
+        write_with_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+    else:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_model_bytes(path, buffer.getvalue(), key)
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, key: str | None = None
+) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors on ``map_location``).
 
+    Args:
+        path: the file.
+        map_location: where the tensors go.
+        key: the ``-k`` key an encrypted checkpoint was written with (a plain one ignores it).
+
     Raises:
-        BpnetError: the file is missing, unreadable, truncated, or not a bpnet checkpoint.
+        BpnetError: the file is missing, unreadable, truncated, or not a bpnet checkpoint; it
+            is encrypted and no key or a wrong key was given, or it was changed since.
     """
     path = Path(path)
     if not path.is_file():
         raise BpnetError(f"{path}: checkpoint not found; check the path")
+    # plain files load from the path as always; an encrypted one is decrypted in memory
+    source = io.BytesIO(read_model_bytes(path, key)) if is_encrypted_file(path) else path
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(source, map_location=map_location, weights_only=True)
     # any file can be named .pth: a text file makes the legacy unpickler raise KeyError, other
     # bytes IndexError or ValueError; each means the same to the user
     except (
@@ -222,18 +243,23 @@ class TrainedModel:
         return parse_pose_config(stored, source=f"{self.path} (stored pose config)")
 
 
-def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:
+def load_trained(
+    path: str | os.PathLike, device: str | torch.device = "cpu", *, key: str | None = None
+) -> TrainedModel:
     """Read a checkpoint and rebuild its network (its own widths) with its weights.
+
+    ``key``: the ``-k`` key of an encrypted checkpoint (see :func:`load_checkpoint`).
 
     Example:
         >>> trained = load_trained("runs/demo/train/model_epoch_001.pth")  # doctest: +SKIP
         >>> maps = trained.model(images)[-1]  # doctest: +SKIP
 
     Raises:
-        BpnetError: the file is missing, unreadable, not a bpnet checkpoint, or its stored
-            widths and weights disagree.
+        BpnetError: the file is missing, unreadable, not a bpnet checkpoint, encrypted with
+            another key (or none given), or its stored widths and weights disagree.
     """
-    return TrainedModel.from_checkpoint(load_checkpoint(path, map_location=device), path, device)
+    checkpoint = load_checkpoint(path, map_location=device, key=key)
+    return TrainedModel.from_checkpoint(checkpoint, path, device)
 
 
 __all__ = [

@@ -80,6 +80,7 @@ def prune_checkpoint(
     input_size: tuple[int, int] | None = None,
     report_path: str | os.PathLike | None = None,
     force: bool = False,
+    key: str | None = None,
 ) -> dict:
     """Prune a trained checkpoint and write the pruned checkpoint and a JSON report.
 
@@ -95,6 +96,8 @@ def prune_checkpoint(
         input_size: (H, W) the MACs are counted at (:func:`resolve_input_size`).
         report_path: the JSON report; default ``<output stem>_prune_report.json`` beside it.
         force: replace an existing ``output_path``.
+        key: TAO's ``-k``: the key of an encrypted input; the output is encrypted with it
+            (None: written plain).
 
     Returns:
         The report (:func:`bpnet.prune.report.pruning_report`, plus ``source``, ``output``
@@ -123,7 +126,7 @@ def prune_checkpoint(
     # checked before any work: a bad report path must not leave a pruned model without it
     check_report_path(report_path, force)
 
-    trained = load_trained(model_path)
+    trained = load_trained(model_path, key=key)
     checkpoint, model = trained.checkpoint, trained.model
     size = resolve_input_size(checkpoint, input_size, model.input_multiple)
     pruned, plan = prune_model(model, settings)
@@ -137,6 +140,7 @@ def prune_checkpoint(
         spec=checkpoint.get("spec"),  # the training spec: normalisation, targets, skeleton
         pose=trained.pose if checkpoint.get("pose") else None,
         extra={"pruning": {k: v for k, v in report.items() if k != "layers"}},
+        key=key,
     )
     write_json_atomic(report_path, report, indent=2)
     return report
@@ -164,6 +168,7 @@ def sweep_checkpoint(
     input_size: tuple[int, int] | None = None,
     report_path: str | os.PathLike | None = None,
     force: bool = False,
+    key: str | None = None,
 ) -> dict:
     """Parameters and MACs a checkpoint keeps at each threshold; no model is written.
 
@@ -177,6 +182,7 @@ def sweep_checkpoint(
         input_size: as in :func:`prune_checkpoint`.
         report_path: write the table here as JSON (checked before any work).
         force: replace an existing ``report_path``.
+        key: the ``-k`` key of an encrypted checkpoint.
 
     Returns:
         The table (what ``report_path`` receives): ``model``, ``input_size`` (H, W), ``note``
@@ -186,7 +192,7 @@ def sweep_checkpoint(
     """
     if report_path is not None:
         check_report_path(Path(report_path), force)
-    trained = load_trained(model_path)
+    trained = load_trained(model_path, key=key)
     checkpoint, model = trained.checkpoint, trained.model
     size = resolve_input_size(checkpoint, input_size, model.input_multiple)
     sizes = conv_output_sizes(model.arch, size)

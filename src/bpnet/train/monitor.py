@@ -94,11 +94,15 @@ class MetricsLog:
 
 
 class Progress:
-    """One line per epoch: redrawn in place on a terminal, printed every ``every_secs`` in logs.
+    """One epoch's progress: a tqdm bar on a terminal, a plain line every ``every_secs`` in logs.
 
-    Example of the line::
+    Both show the same numbers, formatted by tqdm: epoch, step, elapsed and remaining time,
+    the epoch's running mean loss, the learning rate and images/s::
 
-        epoch 3/20 [#########-----------]  45/100  loss 0.01234  lr 1.0e-03  28.4 img/s
+        epoch 3/20:  45%|####5     | 45/100 [00:12<00:15, loss 0.01234, lr 1.0e-03, 28.4 img/s]
+
+    A log (``stream`` not a terminal) gets no carriage returns: a line every ``every_secs``
+    (the spec's ``log_every_n_secs``) and the epoch's last line, with the note (validation AP).
     """
 
     def __init__(
@@ -110,32 +114,65 @@ class Progress:
         every_secs: float = 30.0,
         stream: TextIO | None = None,
     ):
-        self.epoch, self.num_epochs, self.steps = epoch, num_epochs, steps
+        from tqdm import tqdm
+
+        self.steps = steps
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        # a terminal is redrawn often; a log file gets a line every `every_secs`
-        self.every = 0.1 if self.tty else every_secs
-        self.last = time.perf_counter()
-        self.text = ""
+        self.every = every_secs
+        self.prefix = f"epoch {epoch}/{num_epochs}"
+        self.start = self.last = time.perf_counter()
+        self.done, self.postfix = 0, ""
+        # the bar's rate would be steps/s; images/s is in the postfix instead
+        self.bar = tqdm(
+            total=steps,
+            desc=self.prefix,
+            unit="step",
+            file=self.stream,
+            disable=not self.tty,
+            dynamic_ncols=True,
+            mininterval=0.1,
+            bar_format=_BAR_FORMAT,
+        )
 
     def update(self, done: int, loss: float, lr: float, images_per_s: float) -> None:
         """Show ``done`` of the epoch's steps; ``loss`` is the epoch's mean so far."""
-        bar = "#" * round(20 * done / max(self.steps, 1))
-        self.text = (
-            f"epoch {self.epoch}/{self.num_epochs} [{bar:-<20}] {done:>{len(str(self.steps))}}"
-            f"/{self.steps}  loss {loss:.5g}  lr {lr:.1e}  {images_per_s:.1f} img/s"
-        )
+        self.done = done
+        self.postfix = f"loss {loss:.5g}, lr {lr:.1e}, {images_per_s:.1f} img/s"
+        if self.tty:
+            self.bar.set_postfix_str(self.postfix, refresh=False)
+            self.bar.update(done - self.bar.n)
+            return
         now = time.perf_counter()
         if now - self.last >= self.every and done < self.steps:  # close() shows the last one
             self.last = now
-            self.stream.write("\r" + self.text if self.tty else self.text + "\n")
+            self.stream.write(self.line() + "\n")
             self.stream.flush()
+
+    def line(self, note: str = "") -> str:
+        """The progress as one plain line (what a log gets)."""
+        from tqdm import tqdm
+
+        postfix = ", ".join(p for p in (self.postfix, note) if p)
+        return tqdm.format_meter(
+            self.done, self.steps, time.perf_counter() - self.start, prefix=self.prefix,
+            ascii=True, postfix=postfix, bar_format=_BAR_FORMAT,
+        )  # fmt: skip
 
     def close(self, note: str = "") -> None:
         """Show the epoch's final line, with a note (e.g. the validation AP)."""
-        end = f"  {note}" if note else ""
-        self.stream.write(("\r" if self.tty else "") + self.text + end + "\n")
+        if self.tty:
+            if note:
+                self.bar.set_postfix_str(f"{self.postfix}, {note}", refresh=False)
+            self.bar.close()
+            return
+        self.stream.write(self.line(note) + "\n")
         self.stream.flush()
+
+
+_BAR_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+)
 
 
 def plot_loss_curve(records: list[dict], path: str | os.PathLike, size=(480, 800)) -> None:

@@ -116,6 +116,7 @@ def train(
     root: str | os.PathLike | None = None,
     spec_path: str | os.PathLike | None = None,
     stream: TextIO | None = None,
+    key: str | None = None,
 ) -> dict:
     """Train (or resume training) the spec's model; every process of a torchrun job calls it.
 
@@ -126,6 +127,8 @@ def train(
         root: dataset root; ``dataloader.dataset_config.root_data_path`` when None.
         spec_path: the spec file, for the log.
         stream: where the progress lines go (stdout by default; only rank 0 prints).
+        key: TAO's ``-k``: checkpoints are encrypted with it, and the checkpoint resumed
+            from, ``pretrained_weights`` and ``teacher_model`` are read with it (None: plain).
 
     Returns:
         A summary: ``epochs`` completed, ``steps``, ``resumed_from`` (epoch or None), the last
@@ -144,7 +147,8 @@ def train(
     try:
         # one training per results folder: two would both write every file
         with folder_lock(results_dir, "bpnet train") if dist.is_main else nullcontext():
-            return _train(spec, Path(results_dir), root, spec_path, dist, stream or sys.stdout)
+            out = stream or sys.stdout
+            return _train(spec, Path(results_dir), root, spec_path, dist, out, key)
     finally:
         if owns_group:
             shutdown_distributed()
@@ -157,6 +161,7 @@ def _train(
     spec_path: str | os.PathLike | None,
     dist: DistInfo,
     out: TextIO,
+    key: str | None,
 ) -> dict:
     def say(text: str) -> None:
         if dist.is_main:
@@ -193,12 +198,12 @@ def _train(
     batch_images = spec.dataloader.batch_size * dist.world_size  # per step, all processes
 
     resume = resume_point(results_dir, dist)
-    model, checkpoint = build_training_model(spec, pose, resume, say)
+    model, checkpoint = build_training_model(spec, pose, resume, say, key=key)
     say(f"model: {describe_widths(model)}")
     channels_last = spec.model.data_format == "channels_last"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dist.device, memory_format=memory_format)
-    teacher = load_teacher(spec, model, say)
+    teacher = load_teacher(spec, model, say, key=key)
     for network, what in ((model, "the network"), (teacher, f"teacher_model {spec.teacher_model}")):
         if network is not None:
             check_input_size(spec, getattr(network, "input_multiple", STRIDE), what)
@@ -327,6 +332,7 @@ def _train(
                 amp_dtype=amp_dtype,
                 progress=progress,
                 log=log,
+                key=key,
             )
             if validation is not None:
                 summary["validation"] = validation
@@ -460,6 +466,7 @@ def end_of_epoch(
     amp_dtype: torch.dtype | None,
     progress: Progress,
     log: MetricsLog,
+    key: str | None = None,
 ) -> dict | None:
     """What rank 0 does after each epoch: validate (every ``validation_every_n_epoch``), log
     the epoch's record, redraw the loss curve, save a checkpoint (every ``checkpoint_n_epoch``
@@ -468,6 +475,7 @@ def end_of_epoch(
     Args:
         record: the epoch's ``metrics.jsonl`` record (``epoch``, ``step``, mean losses, ...);
             the validation metrics are added to it.
+        key: encrypt the checkpoint with it (None: plain).
 
     Returns:
         The validation metrics, or None when this epoch was not validated.
@@ -494,6 +502,7 @@ def end_of_epoch(
             spec=spec,
             pose=pose,
             metrics=record,
+            key=key,
         )
         prune_checkpoints(results_dir, spec.max_ckpt_to_keep)
     return validation
@@ -544,7 +553,7 @@ def _with_root(spec: ExperimentSpec, root: Path | None) -> ExperimentSpec:
 
 
 def build_training_model(
-    spec: ExperimentSpec, pose: PoseConfig, resume: Path | None, say=print
+    spec: ExperimentSpec, pose: PoseConfig, resume: Path | None, say=print, *, key=None
 ) -> tuple[nn.Module, dict | None]:
     """The network to train, and the checkpoint to resume from (None on a first run).
 
@@ -553,13 +562,13 @@ def build_training_model(
     checkpoint's ``arch`` (a pruned model retrains with its own widths); with ``load_graph:
     false`` the spec's model is built and the weights are loaded into it. Regularisation follows
     the spec in every case (TAO drops it with ``load_graph``; set ``regularization_type: none``
-    for that).
+    for that). ``key`` reads encrypted checkpoints (``-k``).
     """
     if resume is not None:
-        trained = load_trained(resume)
+        trained = load_trained(resume, key=key)
         return trained.model, trained.checkpoint
     if spec.pretrained_weights:
-        pretrained = load_checkpoint(spec.pretrained_weights)
+        pretrained = load_checkpoint(spec.pretrained_weights, key=key)
         source = str(spec.pretrained_weights)
         check_normalization(spec, pretrained, source)
         if spec.load_graph:
@@ -717,7 +726,7 @@ def validate(
     )  # fmt: skip
     report = evaluate(
         root, spec.dataloader.dataset_config.val_split, results_dir / VALIDATION_DIR, source,
-        pose, infer, label="training",
+        pose, infer, label="training", leave_progress=False,
     )  # fmt: skip
     return {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
 

@@ -114,8 +114,12 @@ def check_input_size(spec: ExperimentSpec, multiple: int, what: str) -> None:
         )
 
 
-def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Module | None:
+def load_teacher(
+    spec: ExperimentSpec, student: nn.Module, say=print, *, key: str | None = None
+) -> nn.Module | None:
     """The frozen teacher network of ``teacher_model`` (eval mode, no gradients), or None.
+
+    ``key`` reads an encrypted teacher (``-k``).
 
     Raises:
         SpecError: its maps do not match the student's (another skeleton), or it was trained
@@ -133,7 +137,7 @@ def load_teacher(spec: ExperimentSpec, student: nn.Module, say=print) -> nn.Modu
         raise SpecError(
             f"teacher_model {source}: a teacher is a .pth checkpoint (bpnet train, import)"
         )
-    trained = load_trained(source)
+    trained = load_trained(source, key=key)
     check_normalization(spec, {"spec": to_dict(trained.train_spec)}, source)
     trained.pose  # noqa: B018 (raises for a checkpoint that stores no skeleton, as before)
     teacher = trained.model

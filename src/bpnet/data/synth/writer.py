@@ -24,7 +24,7 @@ import numpy as np
 from bpnet.data.synth.figure import COCO_SKELETON, KEYPOINT_NAMES
 from bpnet.data.synth.scene import compose
 from bpnet.errors import DatasetError
-from bpnet.io import current_umask, write_json_atomic
+from bpnet.io import current_umask, process_alive, write_json_atomic
 
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -130,18 +130,8 @@ def _remove_stale_partials(out: Path) -> None:
     pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.[a-z0-9_]{{8}}\.partial")
     for folder in out.parent.iterdir():
         match = pattern.fullmatch(folder.name)
-        if match and folder.is_dir() and not _alive(int(match.group(1))):
+        if match and folder.is_dir() and not process_alive(int(match.group(1))):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

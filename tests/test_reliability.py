@@ -521,9 +521,12 @@ def test_kill_9_five_times_then_the_rerun_equals_an_uninterrupted_run(tiny_coco,
         die_in_save = {"DIE_IN_SAVE": "1"} if kill == in_save else {}
         run = subprocess.Popen(command, stdout=subprocess.PIPE, env={**env, **die_in_save})
         if not die_in_save:
-            # a random moment: up to 5 lines (2 an epoch) into the loop, then up to 50 ms more
-            lines = [run.stdout.readline() for _ in range(rng.randint(2, 6))]
-            assert lines[0].startswith((b"training", b"resuming")), lines
+            # a random moment: up to 5 lines (2 an epoch) into the loop (after the model line),
+            # then up to 50 ms more
+            lines = [run.stdout.readline() for _ in range(rng.randint(2, 6) + 1)]
+            # "model: ..." (the built widths), then "training ..." or "resuming ..."
+            assert lines[0].startswith(b"model:"), lines
+            assert lines[1].startswith((b"training", b"resuming")), lines
             time.sleep(rng.uniform(0, 0.05))
             run.send_signal(signal.SIGKILL)
         run.communicate(timeout=60)

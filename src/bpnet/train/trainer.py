@@ -50,7 +50,7 @@ from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
 from bpnet.io import check_output_dir, folder_lock, remove_stale_temp_files
 from bpnet.loss import pose_loss, regularization, shrink_weights
-from bpnet.models import build_model, describe_widths, load_state_checked
+from bpnet.models import PoseNet, build_model, describe_widths, load_state_checked
 from bpnet.models.checkpoint import (
     TrainedModel,
     checkpoint_path,
@@ -199,7 +199,8 @@ def _train(
 
     resume = resume_point(results_dir, dist)
     model, checkpoint = build_training_model(spec, pose, resume, say, key=key)
-    say(f"model: {describe_widths(model)}")
+    if isinstance(model, PoseNet):
+        say(f"model: {describe_widths(model)}")
     channels_last = spec.model.data_format == "channels_last"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dist.device, memory_format=memory_format)

@@ -40,8 +40,8 @@ from bpnet.inference.onnx_source import make_session
 from bpnet.inference.runtime import load_model
 from bpnet.io import write_text_atomic
 from bpnet.models import build_model
+from bpnet.models.checkpoint import save_checkpoint
 from bpnet.pose import load_pose_config
-from bpnet.train.checkpoint import save_checkpoint
 
 
 def parse_args() -> argparse.Namespace:

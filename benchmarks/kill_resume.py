@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bpnet.data.synth import generate_dataset
 from bpnet.errors import BpnetError
-from bpnet.train.checkpoint import list_checkpoints, load_checkpoint
+from bpnet.models.checkpoint import list_checkpoints, load_checkpoint
 
 SPEC = "specs/synthetic_demo.yaml"
 OVERRIDES = [

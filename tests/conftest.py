@@ -50,3 +50,14 @@ def five_joint_config(tmp_path) -> Path:
     path = tmp_path / "five.yaml"
     path.write_text(FIVE_JOINTS)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_coco(coco_fixture, tmp_path_factory) -> Path:
+    """4 training images and 3 validation images of the real COCO fixture."""
+    from coco_subset import TRAIN_IDS, VAL_IDS, subset
+
+    root = tmp_path_factory.mktemp("tiny_coco")
+    subset(coco_fixture, "train2017", TRAIN_IDS, root, "train")
+    subset(coco_fixture, "val2017", VAL_IDS, root, "val")
+    return root

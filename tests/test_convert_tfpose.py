@@ -151,7 +151,7 @@ def test_paf_order_is_the_published_one():
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     """Two real photos with people, in the official layout (split "val")."""
-    from test_train import subset
+    from coco_subset import subset
 
     root = tmp_path_factory.mktemp("photos")
     subset(FIXTURE, "val2017", PHOTO_IDS, root, "val")

@@ -15,7 +15,7 @@ from bpnet import encryption
 from bpnet.cli import main
 from bpnet.errors import BpnetError
 from bpnet.models import checkpoint as ckpt
-from test_train import TRAIN_IDS, VAL_IDS, run_cli, subset, write_spec
+from test_train import run_cli, write_spec
 
 KEY = "tlt_encode"
 
@@ -78,15 +78,6 @@ def test_round_trip_wrong_key_and_every_flipped_region():
 
 
 # the commands ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_coco(coco_fixture, tmp_path_factory) -> Path:
-    """4 training images and 3 validation images of the real COCO fixture (as test_train)."""
-    root = tmp_path_factory.mktemp("tiny_coco")
-    subset(coco_fixture, "train2017", TRAIN_IDS, root, "train")
-    subset(coco_fixture, "val2017", VAL_IDS, root, "val")
-    return root
 
 
 @pytest.fixture(scope="module")

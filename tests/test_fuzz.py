@@ -26,7 +26,8 @@ from bpnet.encryption import encrypt
 from bpnet.errors import BpnetError
 from bpnet.inference.runtime import load_model
 from bpnet.pose import load_pose_config
-from test_train import TRAIN_IDS, VAL_IDS, subset, write_spec
+from coco_subset import TRAIN_IDS, VAL_IDS, subset
+from test_train import write_spec
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
 FUZZ = settings(

@@ -19,7 +19,7 @@ from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
 from bpnet.models import build_model
 from bpnet.train.trainer import train
-from test_train import subset
+from coco_subset import subset
 
 IMAGE_IDS = (12448, 328757)  # one labelled person each (8 keypoints), 267 and 503 px tall
 SIZE = 160

@@ -34,7 +34,7 @@ from bpnet.prune import (
 )
 from bpnet.prune.cut import _output_constants, dependency_graph
 from bpnet.prune.rules import merge_stats, normalize_stats, retained_indices
-from test_train import subset
+from coco_subset import subset
 
 SIDE = 64  # input side of every forward here: maps are 8x8
 

@@ -19,16 +19,7 @@ import torch
 import yaml
 
 from bpnet.cli import main
-from test_train import TRAIN_IDS, VAL_IDS, run_cli, subset, write_spec
-
-
-@pytest.fixture(scope="module")
-def tiny_coco(coco_fixture, tmp_path_factory) -> Path:
-    """4 training images and 3 validation images of the real COCO fixture (as test_train)."""
-    root = tmp_path_factory.mktemp("tiny_coco")
-    subset(coco_fixture, "train2017", TRAIN_IDS, root, "train")
-    subset(coco_fixture, "val2017", VAL_IDS, root, "val")
-    return root
+from test_train import run_cli, write_spec
 
 
 @pytest.fixture(scope="module")

@@ -31,29 +31,6 @@ from bpnet.pose.skeleton import parse_pose_config
 from bpnet.train import trainer
 from bpnet.train.distributed import needs_launch, torchrun_command
 
-TRAIN_IDS = (12448, 318219, 328757, 337264)  # one main person each: 4 samples, 2 steps/epoch
-VAL_IDS = (25560, 85329, 143931)
-
-
-def subset(fixture: Path, split: str, ids, root: Path, name: str) -> None:
-    data = json.loads((fixture / "annotations" / f"person_keypoints_{split}.json").read_text())
-    data["images"] = [i for i in data["images"] if i["id"] in ids]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / f"person_keypoints_{name}.json").write_text(json.dumps(data))
-    (root / name).mkdir()
-    for image in data["images"]:
-        shutil.copy(fixture / split / image["file_name"], root / name)
-
-
-@pytest.fixture(scope="module")
-def tiny_coco(coco_fixture, tmp_path_factory) -> Path:
-    """4 training images and 3 validation images of the real COCO fixture."""
-    root = tmp_path_factory.mktemp("tiny_coco")
-    subset(coco_fixture, "train2017", TRAIN_IDS, root, "train")
-    subset(coco_fixture, "val2017", VAL_IDS, root, "val")
-    return root
-
 
 def write_spec(path: Path, root: Path, **top) -> Path:
     spec = {

@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
-# a smoke run of train -> evaluate -> prune sweep -> INT8 export -> evaluate; the tuned
-# budget is `bpnet train -e specs/synthetic_demo.yaml` as it stands (docs/BENCHMARKS.md)
+# a smoke run of fine-tune -> evaluate -> prune sweep -> INT8 export -> evaluate, starting from
+# the vendored COCO-trained network; the tuned 15-minute budget is `bpnet train -e
+# specs/synthetic_demo.yaml` as it stands (docs/BENCHMARKS.md, "The demo recipe")
 DEMO_EPOCHS ?= 1
 DEMO_MODEL = $(DEMO_DIR)/train/model_epoch_$(shell printf %03d $(DEMO_EPOCHS)).pth
 
@@ -31,7 +32,7 @@ $(PRETRAINED): pretrained/tfpose_mobilenet_v2_small/graph_opt.pb $(STAMP)
 	mkdir -p $(dir $@)
 	$(BIN)/bpnet import --from tfpose $< -o $@ --force
 
-demo: install
+demo: install $(PRETRAINED)
 	$(BIN)/bpnet dataset synth --out $(DEMO_DIR)/data --train 200 --val 50 --seed 0 --force
 	$(BIN)/bpnet dataset stats -d $(DEMO_DIR)/data --split train
 	$(BIN)/bpnet dataset stats -d $(DEMO_DIR)/data --split val

@@ -28,7 +28,7 @@ from bpnet.data.synth import generate_dataset
 from bpnet.errors import BpnetError
 from bpnet.models.checkpoint import list_checkpoints, load_checkpoint
 
-SPEC = "specs/synthetic_demo.yaml"
+SPEC = "specs/synthetic_scratch.yaml"
 OVERRIDES = [
     "num_epoch=6",
     "checkpoint_n_epoch=1",

@@ -23,7 +23,7 @@ PRESETS = {
 def main() -> None:
     pose = load_pose_config()
     rows = [(name, load_experiment_spec(None, overrides)) for name, overrides in PRESETS.items()]
-    rows.append(("specs/synthetic_demo.yaml", load_experiment_spec("specs/synthetic_demo.yaml")))
+    rows.append(("specs/synthetic_scratch.yaml", load_experiment_spec("specs/synthetic_scratch.yaml")))
     print("| model | parameters | with BN statistics |\n|---|---|---|")
     for name, spec in rows:
         model = build_model(spec.model, pose)

@@ -6,7 +6,7 @@ Usage (one run, so the ratios are comparable; absolute figures vary 10-15% betwe
         "model.backbone_attributes.architecture=vgg;model.num_filters=64" \\
         "model.backbone_attributes.architecture=resnet;model.num_filters=64"
 
-Each argument is a ';'-separated list of spec overrides applied to specs/synthetic_demo.yaml
+Each argument is a ';'-separated list of spec overrides applied to specs/synthetic_scratch.yaml
 (``--spec`` another); ``mixed_precision=bf16`` runs the forward pass under bf16 autocast and
 ``model.data_format`` picks the memory format, as ``bpnet train`` does.
 """
@@ -21,7 +21,7 @@ import torch
 from bpnet.config import load_experiment_spec, resolve_pose_config
 from bpnet.models import build_model, count_parameters
 
-SPEC = "specs/synthetic_demo.yaml"
+SPEC = "specs/synthetic_scratch.yaml"
 
 
 def step_seconds(

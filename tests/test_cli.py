@@ -54,18 +54,18 @@ def test_unknown_spec_key_is_one_line(tmp_path, capsys):
 
 
 def test_bad_override_is_one_line(capsys):
-    err = run_error(capsys, ["spec", "show", "-e", "specs/synthetic_demo.yaml", "-o", "x.y=1"])
+    err = run_error(capsys, ["spec", "show", "-e", "specs/synthetic_scratch.yaml", "-o", "x.y=1"])
     assert "'x'" in err
 
 
 def test_spec_show_applies_overrides(capsys):
-    assert main(["spec", "show", "-e", "specs/synthetic_demo.yaml", "-o", "model.stages=6"]) == 0
+    assert main(["spec", "show", "-e", "specs/synthetic_scratch.yaml", "-o", "model.stages=6"]) == 0
     assert "stages: 6" in capsys.readouterr().out
 
 
 def test_spec_show_prints_the_built_stage_widths(capsys):
     # num_filters is scaled by the width multiplier in TAO's stage layout: 64 x 0.25 = 16
-    argv = ["spec", "show", "-e", "specs/synthetic_demo.yaml", "-o", "model.num_filters=64"]
+    argv = ["spec", "show", "-e", "specs/synthetic_scratch.yaml", "-o", "model.num_filters=64"]
     assert main([*argv, "-o", "model.backbone_attributes.width_multiplier=0.25"]) == 0
     out = capsys.readouterr().out
     assert yaml.safe_load(out)["model"]["num_filters"] == 64  # still a spec file

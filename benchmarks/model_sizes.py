@@ -23,7 +23,8 @@ PRESETS = {
 def main() -> None:
     pose = load_pose_config()
     rows = [(name, load_experiment_spec(None, overrides)) for name, overrides in PRESETS.items()]
-    rows.append(("specs/synthetic_scratch.yaml", load_experiment_spec("specs/synthetic_scratch.yaml")))
+    scratch = "specs/synthetic_scratch.yaml"
+    rows.append((scratch, load_experiment_spec(scratch)))
     print("| model | parameters | with BN statistics |\n|---|---|---|")
     for name, spec in rows:
         model = build_model(spec.model, pose)

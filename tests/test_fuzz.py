@@ -226,11 +226,8 @@ def test_damaged_model_files(model_files, tmp_path, suffix, key):
 
 
 def test_checkpoints_with_random_values(model_files, tmp_path):
-    """A readable checkpoint whose arch, weights or stored spec hold anything.
-
-    Not yet its other keys: load_checkpoint and the runtime do not check their types (a
-    ``version`` of None is a TypeError, a tensor as ``pose`` a RuntimeError); that check belongs
-    in the checkpoint module, which issue 15 moves (docs/RELIABILITY.md, open cases)."""
+    """A readable checkpoint whose arch, weights, stored spec, pose, version or counters hold
+    anything."""
     original = torch.load(_write(tmp_path / "seed.pth", model_files[".pth"]), weights_only=True)
     path = tmp_path / "model.pth"
 
@@ -238,7 +235,9 @@ def test_checkpoints_with_random_values(model_files, tmp_path):
     @given(st.data())
     def run(data):
         checkpoint = copy.copy(original)
-        key = data.draw(st.sampled_from(["arch", "state_dict", "spec"]))
+        key = data.draw(
+            st.sampled_from(["arch", "state_dict", "spec", "pose", "version", "epoch", "step"])
+        )
         if isinstance(checkpoint[key], dict) and checkpoint[key] and data.draw(st.booleans()):
             checkpoint[key] = dict(checkpoint[key])
             inner = data.draw(st.sampled_from(sorted(checkpoint[key])))

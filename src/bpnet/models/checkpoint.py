@@ -148,6 +148,28 @@ def save_checkpoint(
     return Path(path)
 
 
+# what each stored field must be before anything reads it (absent fields are allowed: older
+# checkpoints lack some); a wrong type is a damaged or foreign file, one line
+_FIELD_TYPES = (
+    ("version", int, "an integer"),
+    ("arch", dict, "a mapping"),
+    ("state_dict", dict, "a mapping of layer names to tensors"),
+    ("spec", (dict, type(None)), "a mapping"),
+    ("pose", (dict, type(None)), "a mapping"),
+    ("epoch", int, "an integer"),
+    ("step", int, "an integer"),
+)
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is YAML-like data: mappings, lists, strings, numbers, booleans, None."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", *, key: str | None = None
 ) -> dict:
@@ -178,13 +200,26 @@ def load_checkpoint(
         reason = " ".join(str(err).split())[:200]
         raise BpnetError(
             f"{path}: not a readable checkpoint ({reason}); it may be truncated or not a bpnet "
-            "model: use another file, or delete it to resume from the previous epoch"
+            "model: use another file (a half-written one in a training folder: delete it, and "
+            "training resumes from the previous epoch)"
         ) from None
     if not (isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT):
         raise BpnetError(
             f"{path}: not a bpnet checkpoint (no '{FORMAT}' marker); pass a model_epoch_*.pth "
             "written by bpnet train or bpnet prune"
         )
+    for field, kinds, what in _FIELD_TYPES:
+        if field in checkpoint and not isinstance(checkpoint[field], kinds):
+            raise BpnetError(
+                f"{path}: the checkpoint's '{field}' is a {type(checkpoint[field]).__name__}, "
+                f"not {what}; the file is damaged or was not written by bpnet"
+            )
+    for field in ("arch", "spec", "pose"):  # written from YAML-like data: tensors do not belong
+        if not _plain(checkpoint.get(field)):
+            raise BpnetError(
+                f"{path}: the checkpoint's '{field}' holds something other than plain data (a "
+                "tensor?); the file is damaged or was not written by bpnet"
+            )
     if checkpoint.get("version", 0) > VERSION:
         raise BpnetError(
             f"{path}: checkpoint format version {checkpoint['version']} is newer than this "

@@ -12,21 +12,12 @@ import pytest
 import torch
 
 from bpnet import encryption
-from bpnet.cli import main
 from bpnet.errors import BpnetError
 from bpnet.models import checkpoint as ckpt
+from test_reliability import one_line_error
 from test_train import run_cli, write_spec
 
 KEY = "tlt_encode"
-
-
-def one_line_error(capsys, argv, code: int = 2) -> str:
-    """Run ``bpnet ARGV`` in-process; assert it failed with one line on stderr; return it."""
-    assert main([str(a) for a in argv]) == code
-    err = capsys.readouterr().err
-    assert err.startswith("bpnet: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 def flipped(path: Path, tmp_path: Path, offset: int) -> Path:

@@ -264,7 +264,8 @@ class ModelConfig:
     # "loss": TAO's, the term is added to the loss (under Adam it pulls every weight whose
     # gradient is weaker than the pull to zero at one learning-rate step per iteration, which
     # blinds the refinement stages); "decoupled": a shrink of lr x factor after each step, what
-    # the term does under plain SGD, whatever the optimiser (bpnet.loss.shrink_weights)
+    # the term does under plain SGD, whatever the optimiser (bpnet.loss.shrink_weights; lr is
+    # the scheduled base rate: stagewise multipliers do not scale the shrink)
     regularization_mode: Literal["loss", "decoupled"] = "loss"
 
     def __post_init__(self):

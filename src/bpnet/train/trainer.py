@@ -586,9 +586,11 @@ def build_training_model(
         same_pose = pretrained.get("pose") in (None, pose.to_dict())
         dropped = later_stages(model, pretrained["state_dict"])
         if dropped:
+            first, last = dropped[0], dropped[-1]
+            left_out = f"stage {first} is" if first == last else f"stages {first}-{last} are"
             say(
                 f"model: the spec keeps the first {model.num_stages} stages of {source}; its "
-                f"stages {dropped[0]}-{dropped[-1]} are left out"
+                f"{left_out} left out"
             )
         if same_pose:
             kept = {

@@ -82,8 +82,8 @@ from bpnet.train.schedules import build_scheduler
 from bpnet.train.transfer import (
     check_input_size,
     check_normalization,
+    first_stages,
     freeze_batch_norm_statistics,
-    later_stages,
     load_matching_weights,
     load_teacher,
     skeleton_tensors,
@@ -257,6 +257,7 @@ def _train(
         say(note)
 
     labels = spec.dataloader.label_processor_config
+    decoupled = spec.model.regularization_mode == "decoupled"  # the L1/L2 term after each step
     summary = {"resumed_from": start_epoch if checkpoint else None, "validation": None}
     epoch_loss, images_per_s = float("nan"), 0.0
     for epoch in range(start_epoch + 1, spec.num_epoch + 1):  # 1-based: epochs completed
@@ -283,12 +284,14 @@ def _train(
             losses = compute_loss(outputs, targets, spec)
             if teacher is not None:
                 losses = distillation_loss(outputs, taught, losses, spec)
-            reg = regularization(
-                model, spec.model.regularization_type,
-                spec.model.kernel_regularization_factor, spec.model.bias_regularization_factor,
-            )  # fmt: skip
-            decoupled = spec.model.regularization_mode == "decoupled"
-            loss = losses["loss"] + (reg.detach() if decoupled else reg)
+            # decoupled: the term is only logged here; shrink_weights applies it after the step
+            with torch.no_grad() if decoupled else nullcontext():
+                reg = regularization(
+                    model, spec.model.regularization_type,
+                    spec.model.kernel_regularization_factor,
+                    spec.model.bias_regularization_factor,
+                )  # fmt: skip
+            loss = losses["loss"] + reg
             # all processes see the same (mean) values, so all stop together on a NaN
             values = all_mean(torch.stack([loss, losses["heatmap"], losses["paf"], reg]), dist)
             values = values.detach().float().cpu()
@@ -584,7 +587,7 @@ def build_training_model(
             return model, None
         model = build_model(spec.model, pose)
         same_pose = pretrained.get("pose") in (None, pose.to_dict())
-        dropped = later_stages(model, pretrained["state_dict"])
+        kept, dropped = first_stages(model, pretrained["state_dict"])
         if dropped:
             first, last = dropped[0], dropped[-1]
             left_out = f"stage {first} is" if first == last else f"stages {first}-{last} are"
@@ -593,17 +596,10 @@ def build_training_model(
                 f"{left_out} left out"
             )
         if same_pose:
-            kept = {
-                k: v
-                for k, v in pretrained["state_dict"].items()
-                if not any(k.startswith(f"stage{n}.") for n in dropped)
-            }
             load_state_checked(model, kept, source)
             say(f"model: spec's architecture, weights from {source}")
         else:
-            fresh = load_matching_weights(
-                model, pretrained["state_dict"], source, skip=skeleton_tensors(model)
-            )
+            fresh = load_matching_weights(model, kept, source, skip=skeleton_tensors(model))
             say(
                 f"model: spec's architecture, weights from {source}; its skeleton differs from "
                 f"the spec's pose config, so {len(fresh)} tensors (the stage outputs and the "

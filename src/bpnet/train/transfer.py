@@ -65,11 +65,13 @@ def load_matching_weights(
     return fresh
 
 
-def later_stages(model: nn.Module, state_dict: dict) -> list[int]:
-    """The stage numbers the stored weights have beyond the model's last stage (fine-tuning
-    the first stages of a deeper pretrained network: a faster one); [] when there are none."""
-    stored = {int(m.group(1)) for k in state_dict if (m := re.match(r"stage(\d+)\.", k))}
-    return sorted(n for n in stored if n > model.num_stages)
+def first_stages(model: nn.Module, state_dict: dict) -> tuple[dict, list[int]]:
+    """Stored weights cut to the model's stages (fine-tuning the first stages of a deeper
+    pretrained network: a faster one): the weights to load, and the numbers of the stored
+    stages left out ([] when there are none)."""
+    stage_of = {k: int(m.group(1)) for k in state_dict if (m := re.match(r"stage(\d+)\.", k))}
+    kept = {k: v for k, v in state_dict.items() if stage_of.get(k, 0) <= model.num_stages}
+    return kept, sorted({n for n in stage_of.values() if n > model.num_stages})
 
 
 def skeleton_tensors(model: nn.Module) -> set[str]:
@@ -159,8 +161,8 @@ def load_teacher(
 __all__ = [
     "check_input_size",
     "check_normalization",
+    "first_stages",
     "freeze_batch_norm_statistics",
-    "later_stages",
     "load_matching_weights",
     "load_teacher",
     "skeleton_tensors",

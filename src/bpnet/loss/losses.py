@@ -112,6 +112,16 @@ def weight_layers(model: nn.Module) -> Iterator[nn.Module]:
     return (m for m in model.modules() if isinstance(m, WEIGHT_LAYERS))
 
 
+def _regularised(
+    model: nn.Module, kernel_factor: float, bias_factor: float
+) -> Iterator[tuple[torch.Tensor, float]]:
+    """(tensor, factor) of every regularised kernel and bias whose factor is not zero."""
+    for layer in weight_layers(model):
+        for tensor, factor in ((layer.weight, kernel_factor), (layer.bias, bias_factor)):
+            if tensor is not None and factor != 0:
+                yield tensor, factor
+
+
 def regularization(
     model: nn.Module,
     kind: Literal["l1", "l2", "l1_l2", "none"],
@@ -136,14 +146,11 @@ def regularization(
     total = torch.zeros((), device=device)
     if kind == "none":
         return total
-    for layer in weight_layers(model):
-        for tensor, factor in ((layer.weight, kernel_factor), (layer.bias, bias_factor)):
-            if tensor is None or factor == 0:
-                continue
-            if kind in ("l1", "l1_l2"):
-                total = total + factor * tensor.abs().sum()
-            if kind in ("l2", "l1_l2"):
-                total = total + factor * tensor.pow(2).sum()
+    for tensor, factor in _regularised(model, kernel_factor, bias_factor):
+        if kind in ("l1", "l1_l2"):
+            total = total + factor * tensor.abs().sum()
+        if kind in ("l2", "l1_l2"):
+            total = total + factor * tensor.pow(2).sum()
     return total
 
 
@@ -169,14 +176,11 @@ def shrink_weights(
     """
     if kind == "none":
         return
-    for layer in weight_layers(model):
-        for tensor, factor in ((layer.weight, kernel_factor), (layer.bias, bias_factor)):
-            if tensor is None or factor == 0:
-                continue
-            if kind in ("l2", "l1_l2"):
-                tensor.mul_(1.0 - 2.0 * lr * factor)
-            if kind in ("l1", "l1_l2"):
-                tensor.copy_(tensor.sign() * (tensor.abs() - lr * factor).clamp_(min=0.0))
+    for tensor, factor in _regularised(model, kernel_factor, bias_factor):
+        if kind in ("l2", "l1_l2"):
+            tensor.mul_(1.0 - 2.0 * lr * factor)
+        if kind in ("l1", "l1_l2"):
+            tensor.copy_(tensor.sign() * (tensor.abs() - lr * factor).clamp_(min=0.0))
 
 
 __all__ = [

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import torch
 
+from bpnet.config import load_experiment_spec
 from bpnet.config.spec import ExperimentSpec
 from bpnet.data.dataset import build_dataloader
 
@@ -75,6 +78,15 @@ def bench_dataloader(
         "batch_size": loader.batch_size,
         "input_size": [dims.height, dims.width],
     }
+
+
+def bench_data_command(
+    experiment_spec: Path | None, overrides: list[str], root: Path, split: str, **options
+) -> str:
+    """``bpnet bench data``: :func:`bench_dataloader` with the spec file (None: TAO's
+    defaults) and its ``overrides``; ``options`` are its keywords. Returns the result as JSON."""
+    spec = load_experiment_spec(experiment_spec, overrides)
+    return json.dumps(bench_dataloader(spec, root, split, **options), indent=2)
 
 
 def _cycle(loader) -> Iterator[dict]:

@@ -6,12 +6,15 @@ real work: peaks, all candidate limbs, matching and assembly, with as many peopl
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from bpnet.config import load_inference_spec
 from bpnet.decode import DecoderParams, decode
 from bpnet.pose import PoseConfig, load_pose_config
 from bpnet.targets import encode
@@ -143,3 +146,15 @@ def bench_decode(
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv2_threads)
     return {"input_size": list(size), "frames": frames, "people": results}
+
+
+def bench_decode_command(
+    inference_spec: Path | None, overrides: list[str], people: list[int], frames: int
+) -> str:
+    """``bpnet bench decode``: :func:`bench_decode` at the inference spec's ``input_shape``
+    with its decoder settings (None: TAO's defaults, then the ``overrides``). Returns the
+    result as JSON."""
+    spec = load_inference_spec(inference_spec, overrides)
+    size = tuple(spec.input_shape)
+    result = bench_decode(tuple(people), frames=frames, size=size, params=spec.decoder_params())
+    return json.dumps(result, indent=2)

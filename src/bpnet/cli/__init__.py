@@ -1,13 +1,14 @@
 """The `bpnet` command line: it parses arguments and calls one library function per command.
 
-Each command's parser sits beside its handler, one module per command group; the option groups
-several commands share are in :mod:`bpnet.cli.options`. Errors a user can cause
-(:class:`bpnet.errors.BpnetError`) print one line and exit with 2.
+Each command's parser names that function (:func:`bpnet.cli.options.add_command`), one module
+per command group; the option groups several commands share are in :mod:`bpnet.cli.options`.
+Errors a user can cause (:class:`bpnet.errors.BpnetError`) print one line and exit with 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "workflow on CPU or GPU.",
     )
     parser.add_argument("--version", action="version", version=f"bpnet {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
         group.add_parsers(commands)
     return parser
@@ -34,10 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
+    options = vars(args)
+    parser, target = options.pop("parser"), options.pop("target")
     if unknown:  # the subcommand's usage, not the top level's, says what it takes
-        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    module, name = target.split(":")
     try:
-        return args.func(args)
+        result = getattr(importlib.import_module(module), name)(**options)
+        if isinstance(result, int):  # torchrun's exit status (bpnet train --gpus N)
+            return result
+        if result:
+            print(result)
+        return 0
     except BpnetError as err:
         print(f"bpnet: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

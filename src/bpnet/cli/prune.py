@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from bpnet.cli.options import add_command, add_key, add_model
-from bpnet.errors import BpnetError
 
 
 def add_parsers(commands) -> None:
     prune = add_command(
         commands,
         "prune",
-        _prune,
+        "bpnet.prune:prune_command",
         help="remove whole filters (TAO's rules): a smaller, faster dense model to retrain",
         description="Structured pruning with TAO BodyPoseNet's rules: per-filter L2 norm of "
         "the kernel, normalised per layer; filters above the threshold are kept, at least "
@@ -102,59 +100,3 @@ def add_parsers(commands) -> None:
         "--force", action="store_true", help="replace an existing -o or --report file"
     )
     add_key(prune, "the pruned model")
-
-
-def _prune(args: argparse.Namespace) -> int:
-    from bpnet.prune import (
-        PruneSettings,
-        format_report,
-        format_sweep,
-        parse_thresholds,
-        prune_checkpoint,
-        sweep_checkpoint,
-    )
-
-    settings = PruneSettings(
-        threshold=args.pruning_threshold,
-        equalization_criterion=args.equalization_criterion,
-        granularity=args.pruning_granularity,
-        min_num_filters=args.min_num_filters,
-        normalizer=args.normalizer,
-        # TAO takes -el a b c; the form is -el a,b,c: both work
-        excluded_layers=tuple(n for item in args.excluded_layers for n in item.split(",") if n),
-    )
-    size = tuple(args.input_size) if args.input_size else None
-    if args.sweep is not None:
-        thresholds = parse_thresholds(args.sweep)
-        if args.output_file is not None:
-            raise BpnetError("--sweep compares thresholds and writes no model: drop -o")
-        table = sweep_checkpoint(
-            args.model,
-            settings,
-            thresholds,
-            input_size=size,
-            report_path=args.report,
-            force=args.force,
-            key=args.key,
-        )
-        print(format_sweep(table))
-        if args.report is not None:
-            print(f"wrote {args.report}")
-        return 0
-    if args.output_file is None:
-        raise BpnetError(
-            "bpnet prune: give the pruned model's path with -o OUT.pth (or compare thresholds "
-            "without writing anything: --sweep 0.01,0.05,0.1,0.2,0.5)"
-        )
-    report = prune_checkpoint(
-        args.model,
-        args.output_file,
-        settings,
-        input_size=size,
-        report_path=args.report,
-        force=args.force,
-        key=args.key,
-    )
-    print(format_report(report))
-    print(f"wrote {report['output']} and {report['report']}")
-    return 0

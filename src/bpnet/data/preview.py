@@ -65,3 +65,12 @@ def write_previews(
                 raise DatasetError(f"{path}: could not write the picture; check the folder")
         written.append(path)
     return written
+
+
+def show_command(
+    root: str | Path, split: str, out: str | Path, num: int, seed: int, pose_config: Path | None
+) -> str:
+    """``bpnet dataset show``: :func:`write_previews` with the skeleton file ``pose_config``
+    (None: the default 18 joints); returns the written files, one a line."""
+    written = write_previews(root, split, out, num, seed=seed, pose=load_pose_config(pose_config))
+    return "\n".join(str(path) for path in written)

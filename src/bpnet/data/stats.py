@@ -8,6 +8,7 @@ show a broken file: keypoints far outside their image, visibility flags other th
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -180,6 +181,14 @@ def _image_problem(path: Path, info: dict) -> tuple[str, str] | None:
             f"{info['width']}x{info['height']}",
         )
     return None
+
+
+def stats_command(
+    root: str | Path, split: str, as_json: bool = False, skip_image_check: bool = False
+) -> str:
+    """``bpnet dataset stats``: :func:`dataset_stats` as text (:func:`format_stats`) or JSON."""
+    stats = dataset_stats(root, split, check_images=not skip_image_check)
+    return json.dumps(stats, indent=2) if as_json else format_stats(stats)
 
 
 def format_stats(stats: dict) -> str:

@@ -17,6 +17,11 @@ MAX_DETS = 20  # COCO's keypoint protocol: at most 20 people per image are score
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
+def format_ap(value: float | None) -> str:
+    """An AP as the commands print it: four decimals, ``n/a`` when nothing was scored."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def coco_keypoint_ap(
     split: CocoSplit, detections: list[dict], sigmas: np.ndarray | None = None
 ) -> tuple[dict, str]:

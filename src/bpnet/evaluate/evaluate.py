@@ -8,11 +8,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpnet.config import load_experiment_spec, resolve_pose_config, save_spec
+from bpnet.config import (
+    load_experiment_spec,
+    load_inference_spec,
+    resolve_pose_config,
+    save_spec,
+)
 from bpnet.config.inference import InferenceSpec
 from bpnet.data.coco import build_records, load_coco_split
 from bpnet.errors import BpnetError, DatasetError
-from bpnet.evaluate.coco_eval import METRIC_NAMES, coco_keypoint_ap, oks_sigmas_for
+from bpnet.evaluate.coco_eval import METRIC_NAMES, coco_keypoint_ap, format_ap, oks_sigmas_for
 from bpnet.evaluate.oracle import OracleSource
 from bpnet.inference.pipeline import MapSource, Predictor
 from bpnet.io import check_output_dir, read_json, write_json_atomic, write_text_atomic
@@ -100,6 +105,33 @@ def run_evaluation(
     # the targets' sigma and PAF width and the skeleton come from here: keep it beside
     save_spec(train_spec, Path(results_dir) / "experiment_spec.yaml")
     return report
+
+
+def evaluate_command(
+    root: Path,
+    split: str,
+    results_dir: Path,
+    inference_spec: Path | None,
+    overrides: list[str],
+    **options,
+) -> str:
+    """``bpnet evaluate``: :func:`run_evaluation` with the inference spec file (None: TAO's
+    defaults) and its ``overrides``; ``options`` are run_evaluation's keywords.
+
+    The inference spec sets the mode: default (keep the aspect ratio, adjust the network
+    input), strict (``keep_aspect_ratio_mode: pad_image_input``, a fixed ``input_shape``) or
+    multi-scale.
+
+    Returns:
+        pycocotools' summary and a line with the AP, the mode, the source and the images.
+    """
+    spec = load_inference_spec(inference_spec, overrides)
+    report = run_evaluation(root, split, results_dir, spec, **options)
+    info = report.info
+    return (
+        f"{report.summary}\nAP {format_ap(report.metrics['AP'])}  ({info['mode']}, "
+        f"{info['source']}, {info['images']} images); results in {results_dir}"
+    )
 
 
 def evaluate(

@@ -195,3 +195,10 @@ def sample_calibration_images(
         (image_dir / name, target) for (_, name), target in zip(chosen, written, strict=True)
     )
     return written
+
+
+def calibration_sample_command(out: Path, **options) -> str:
+    """``bpnet calibration sample``: :func:`sample_calibration_images` into ``out``; ``options``
+    are its other arguments. Returns the line the command prints."""
+    written = sample_calibration_images(out_dir=out, **options)
+    return f"copied {len(written)} calibration images to {out}"

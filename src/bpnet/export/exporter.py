@@ -252,6 +252,57 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
     return {"files": files, "io": io_, "max_abs_diff": diff, "int8_report": int8_report}
 
 
+def export_command(
+    input_dims: str | None = None, keep_fp32: str = "", backend: str = "onnx", **options
+) -> str:
+    """``bpnet export``: :func:`run_export` with TAO's options; ``options`` are the fields of
+    :class:`ExportOptions`.
+
+    Args:
+        input_dims: ``H,W,3`` (HWC), ``3,H,W`` (CHW, as TAO writes it for channels_first) or
+            ``H,W``; None: dynamic height and width.
+        keep_fp32: ONNX node names, comma-separated.
+        backend: TAO's ``onnx`` or ``tfonnx``, accepted: both give the same model.
+
+    Returns:
+        A line with the model's input and the ONNX Runtime / PyTorch difference, then the
+        files written, one a line.
+
+    Raises:
+        BpnetError: ``input_dims`` in none of those forms, or what :func:`run_export` raises.
+    """
+    names = tuple(name.strip() for name in keep_fp32.split(",") if name.strip())
+    dims = None if input_dims is None else parse_input_dims(input_dims)
+    asked = ExportOptions(input_dims=dims, keep_fp32=names, **options)
+    result = run_export(asked)
+    io_ = result["io"]
+    size = "dynamic" if io_.size is None else f"{io_.size[0]}x{io_.size[1]}"
+    lines = [
+        f"exported {asked.model} ({asked.data_type}, input {io_.input_name} {io_.layout} "
+        f"{io_.input_dtype} {size}); max |ONNX Runtime - PyTorch| on a test input: "
+        f"{result['max_abs_diff']:.2e}"
+    ]
+    lines += [f"  {what}: {path}" for what, path in result["files"].items()]
+    return "\n".join(lines)
+
+
+def parse_input_dims(text: str) -> tuple[int, int]:
+    """``--input_dims`` as (H, W): from ``H,W,3``, ``3,H,W`` or ``H,W`` (``x`` also separates).
+
+    Raises:
+        BpnetError: any other text.
+    """
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) == 2 or (len(values) == 3 and values[2] == 3):
+        return values[0], values[1]
+    if len(values) == 3 and values[0] == 3:
+        return values[1], values[2]
+    raise BpnetError(f"--input_dims: expected H,W,3 or 3,H,W (e.g. 288,384,3), got {text!r}")
+
+
 _INT8_ONLY = ("cal_image_dir", "cal_cache_file", "cal_data_file", "batches", "batch_size",
               "cal_method", "reduce_range", "sensitivity", "sensitivity_margin",
               "keep_fp32")  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 
+from bpnet.config import load_inference_spec
 from bpnet.config.inference import InferenceSpec
 from bpnet.errors import BpnetError, UnreadableImageError
 from bpnet.inference.pipeline import Predictor
@@ -206,3 +207,32 @@ def run_inference(
         "skipped": skipped,
         "skipped_file": str(skipped_file) if skipped else None,
     }
+
+
+def inference_command(
+    model: Path | None,
+    source: Path,
+    results_dir: Path,
+    inference_spec: Path | None,
+    overrides: list[str],
+    dump_visualizations: bool = False,
+    **options,
+) -> str:
+    """``bpnet inference``: :func:`run_inference` with the inference spec file (None: TAO's
+    defaults) and its ``overrides``; ``options`` are run_inference's keywords.
+    ``dump_visualizations`` is TAO's option, accepted: pictures are drawn unless ``draw`` is
+    False.
+
+    Returns:
+        A line with the people and images found, the images skipped (the first five named)
+        and where the results are.
+    """
+    spec = load_inference_spec(inference_spec, overrides)
+    summary = run_inference(model, source, results_dir, spec, **options)
+    line = f"{summary['people']} people in {summary['images']} images"
+    if summary["skipped"]:
+        names = [path.name for path, _ in summary["skipped"]]
+        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+        listed = summary["skipped_file"]
+        line += f"; {len(names)} unreadable image(s) skipped: {shown} (listed in {listed})"
+    return f"{line}; results in {results_dir}"

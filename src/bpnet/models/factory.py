@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from bpnet.config import dump_spec, load_experiment_spec, resolve_pose_config
 from bpnet.config.spec import ModelConfig
 from bpnet.models.arch import ARCH_FORMAT
 from bpnet.models.backbones import (
@@ -16,7 +19,7 @@ from bpnet.models.backbones import (
     vgg_backbone,
 )
 from bpnet.models.heads import lite_stages, openpose_stages, separable_stages
-from bpnet.models.posenet import PoseNet, model_from_arch
+from bpnet.models.posenet import PoseNet, describe_widths, model_from_arch
 from bpnet.pose import PoseConfig
 
 
@@ -44,6 +47,15 @@ def build_model(config: ModelConfig, pose: PoseConfig) -> PoseNet:
     if config.data_format == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def spec_show_command(experiment_spec: Path, overrides: list[str]) -> str:
+    """``bpnet spec show``: the resolved spec as YAML (every field, after the ``overrides``),
+    then a comment line with the widths its model is built with (num_filters and the width
+    multiplier do not scale every stage alike). The skeleton file must load too."""
+    spec = load_experiment_spec(experiment_spec, overrides)
+    model = build_model(spec.model, resolve_pose_config(spec.dataloader))
+    return f"{dump_spec(spec)}# model as built: {describe_widths(model)}"
 
 
 def make_arch(config: ModelConfig, pose: PoseConfig) -> dict:

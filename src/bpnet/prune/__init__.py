@@ -26,6 +26,7 @@ from bpnet.prune.run import (
     check_report_path,
     parse_thresholds,
     prune_checkpoint,
+    prune_command,
     sweep_checkpoint,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "parse_thresholds",
     "plan_pruning",
     "prune_checkpoint",
+    "prune_command",
     "prune_model",
     "sweep_checkpoint",
 ]

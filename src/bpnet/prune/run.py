@@ -16,7 +16,14 @@ from bpnet.errors import BpnetError
 from bpnet.io import check_output_dir, write_json_atomic
 from bpnet.models.checkpoint import SUFFIXES, load_trained, save_checkpoint
 from bpnet.prune.cut import prune_model
-from bpnet.prune.report import Cost, arch_cost, conv_output_sizes, format_report, pruning_report
+from bpnet.prune.report import (
+    Cost,
+    arch_cost,
+    conv_output_sizes,
+    format_report,
+    format_sweep,
+    pruning_report,
+)
 from bpnet.prune.rules import PruneSettings, arch_with_widths, plan_pruning
 
 DEFAULT_INPUT_SIZE = (368, 368)  # TAO's training size, and the published OpenPose GMAC figure
@@ -209,6 +216,64 @@ def sweep_checkpoint(
     return table
 
 
+def prune_command(
+    model: Path,
+    output_file: Path | None,
+    sweep: str | None,
+    pruning_threshold: float,
+    equalization_criterion: str,
+    pruning_granularity: int,
+    min_num_filters: int,
+    normalizer: str,
+    excluded_layers: list[str],
+    input_size: list[int] | None,
+    report: Path | None,
+    force: bool,
+    key: str | None,
+) -> str:
+    """``bpnet prune`` with TAO's options: :func:`prune_checkpoint` into ``output_file``, or
+    :func:`sweep_checkpoint` over the thresholds ``sweep`` lists (``"0.01,0.05,0.1"``), which
+    writes no model (only ``report``, when given).
+
+    ``excluded_layers`` may be given as TAO takes them (``-el a b``) or comma-separated
+    (``-el a,b``); ``input_size`` is (H, W), None: the model's training ``image_dims``.
+
+    Returns:
+        The report (:func:`~bpnet.prune.report.format_report`, or
+        :func:`~bpnet.prune.report.format_sweep`) and the files written.
+
+    Raises:
+        BpnetError: ``sweep`` with an ``output_file``, neither of them, or what the runners
+            raise.
+    """
+    settings = PruneSettings(
+        threshold=pruning_threshold,
+        equalization_criterion=equalization_criterion,
+        granularity=pruning_granularity,
+        min_num_filters=min_num_filters,
+        normalizer=normalizer,
+        excluded_layers=tuple(name for item in excluded_layers for name in item.split(",") if name),
+    )
+    size = (input_size[0], input_size[1]) if input_size else None
+    if sweep is not None:
+        thresholds = parse_thresholds(sweep)
+        if output_file is not None:
+            raise BpnetError("--sweep compares thresholds and writes no model: drop -o")
+        table = sweep_checkpoint(
+            model, settings, thresholds, input_size=size, report_path=report, force=force, key=key
+        )
+        return format_sweep(table) + ("" if report is None else f"\nwrote {report}")
+    if output_file is None:
+        raise BpnetError(
+            "bpnet prune: give the pruned model's path with -o OUT.pth (or compare thresholds "
+            "without writing anything: --sweep 0.01,0.05,0.1,0.2,0.5)"
+        )
+    result = prune_checkpoint(
+        model, output_file, settings, input_size=size, report_path=report, force=force, key=key
+    )
+    return f"{format_report(result)}\nwrote {result['output']} and {result['report']}"
+
+
 def regularization_note(checkpoint: dict) -> str | None:
     """A warning for a checkpoint trained without L1 kernel regularisation, else None.
 
@@ -247,6 +312,7 @@ __all__ = [
     "format_report",
     "parse_thresholds",
     "prune_checkpoint",
+    "prune_command",
     "regularization_note",
     "resolve_input_size",
     "sweep_checkpoint",

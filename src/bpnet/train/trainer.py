@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bpnet.config import (
     ExperimentSpec,
+    load_experiment_spec,
     load_inference_spec,
     resolve_pose_config,
     save_spec,
@@ -46,6 +47,7 @@ from bpnet.config.spec import STRIDE
 from bpnet.data.coco import split_paths
 from bpnet.data.dataset import build_dataloader, dataset_root
 from bpnet.errors import BpnetError, DatasetError, SpecError
+from bpnet.evaluate.coco_eval import format_ap
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
 from bpnet.io import check_output_dir, folder_lock, remove_stale_temp_files
@@ -68,6 +70,8 @@ from bpnet.train.distributed import (
     all_gather,
     all_mean,
     init_distributed,
+    launch,
+    needs_launch,
     shutdown_distributed,
 )
 from bpnet.train.monitor import (
@@ -152,6 +156,47 @@ def train(
     finally:
         if owns_group:
             shutdown_distributed()
+
+
+def train_command(
+    experiment_spec: Path,
+    overrides: list[str],
+    results_dir: Path,
+    root: Path | None = None,
+    gpus: int = 1,
+    nodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str = "127.0.0.1",
+    master_port: int = 29500,
+    key: str | None = None,
+) -> str | int | None:
+    """``bpnet train``: :func:`train` in this process or, when ``gpus`` or ``nodes`` ask for
+    several processes, the same command once per process under torchrun (``gpus`` per node,
+    NCCL on GPUs, gloo on CPUs; :func:`~bpnet.train.distributed.launch`).
+
+    Returns:
+        torchrun's exit status when it was launched; else the last validation's AP line
+        (process 0, when the spec validates), or None.
+    """
+    spec = load_experiment_spec(experiment_spec, overrides)  # a bad spec fails once, here
+    if needs_launch(gpus, nodes):
+        # torchrun sets LOCAL_RANK, so the command trains in every process it starts
+        argv = ["train", "-e", str(experiment_spec), "-r", str(results_dir)]
+        argv += [f"--override={item}" for item in overrides]
+        argv += ["-d", str(root)] if root is not None else []
+        argv += [f"--key={key}"] if key is not None else []
+        return launch(
+            argv,
+            nproc_per_node=gpus,
+            nnodes=nodes,
+            node_rank=node_rank,
+            master_addr=master_addr,
+            master_port=master_port,
+        )
+    summary = train(spec, results_dir, root=root, spec_path=experiment_spec, key=key)
+    if summary["rank"] == 0 and summary["validation"] is not None:
+        return f"last validation: AP {format_ap(summary['validation'].get('AP'))}"
+    return None
 
 
 def _train(
@@ -746,5 +791,6 @@ __all__ = [
     "resume_changes",
     "seed_everything",
     "train",
+    "train_command",
     "validate",
 ]

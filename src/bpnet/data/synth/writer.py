@@ -11,6 +11,7 @@ interrupted run never leaves a half-written dataset at OUT.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -210,3 +211,9 @@ def generate_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def synth_command(out: str | os.PathLike, train: int, val: int, seed: int, force: bool) -> str:
+    """``bpnet dataset synth``: :func:`generate_dataset`; returns what the command prints."""
+    summary = generate_dataset(out, train, val, seed=seed, force=force)
+    return f"wrote synthetic COCO-format dataset to {out}\n{json.dumps(summary, indent=2)}"

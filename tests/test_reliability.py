@@ -220,13 +220,13 @@ def test_a_full_disk_while_appending_to_the_log_names_the_log(tmp_path, monkeypa
 
 
 def test_any_other_disk_full_error_is_one_line(monkeypatch, capsys):
-    import bpnet.models.factory
+    import bpnet.models
 
     def full(**options):
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/data/x.bin")
 
     # a command whose write hits a quota
-    monkeypatch.setattr(bpnet.models.factory, "spec_show_command", full)
+    monkeypatch.setattr(bpnet.models, "spec_show_command", full)
     err = one_line_error(capsys, ["spec", "show", "-e", "specs/synthetic_demo.yaml"])
     assert "/data/x.bin: not written: no space left on the device" in err
 

@@ -1,8 +1,8 @@
 """The `bpnet` command line: it parses arguments and calls one library function per command.
 
-Each command's parser names that function (:func:`bpnet.cli.options.add_command`), one module
-per command group; the option groups several commands share are in :mod:`bpnet.cli.options`.
-Errors a user can cause (:class:`bpnet.errors.BpnetError`) print one line and exit with 2.
+Each command names that function (:mod:`bpnet.cli.commands`). Errors a user can cause
+(:class:`bpnet.errors.BpnetError`) print one line and exit with 2. docs/CLI.md describes every
+command.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from bpnet import __version__
-from bpnet.cli import bench, data, evaluate, export, imports, prune, train
+from bpnet.cli.commands import bench, convert, dataset, evaluate, export, prune, train
 from bpnet.errors import BpnetError
 
 EXIT_USER_ERROR = 2
-COMMAND_GROUPS = (data, train, evaluate, prune, bench, export, imports)  # the order of --help
+COMMAND_GROUPS = (dataset, train, evaluate, prune, bench, export, convert)  # --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,11 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bpnet",
         description="Bottom-up multi-person pose estimation (heatmaps + PAFs): the BodyPoseNet "
         "workflow on CPU or GPU.",
+        epilog="details of every command: docs/CLI.md",
     )
     parser.add_argument("--version", action="version", version=f"bpnet {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
-    for group in COMMAND_GROUPS:
-        group.add_parsers(commands)
+    for add_group in COMMAND_GROUPS:
+        add_group(commands)
     return parser
 
 
@@ -61,7 +62,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bpnet: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

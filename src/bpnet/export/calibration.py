@@ -197,8 +197,14 @@ def sample_calibration_images(
     return written
 
 
-def calibration_sample_command(out: Path, **options) -> str:
-    """``bpnet calibration sample``: :func:`sample_calibration_images` into ``out``; ``options``
-    are its other arguments. Returns the line the command prints."""
-    written = sample_calibration_images(out_dir=out, **options)
+def calibration_sample_command(
+    annotations: Path, images: Path, out: Path, pth: int, kth: int, **options
+) -> str:
+    """``bpnet calibration sample``: :func:`sample_calibration_images` of ``annotations``,
+    whose files are in ``images``, into ``out``; TAO's ``pth`` and ``kth`` are the least people
+    per image and labelled keypoints per person, ``options`` its other keywords. Returns the
+    line the command prints."""
+    written = sample_calibration_images(
+        annotations, images, out, min_people=pth, min_keypoints=kth, **options
+    )
     return f"copied {len(written)} calibration images to {out}"

@@ -10,7 +10,7 @@ Example:
 
 from bpnet.models.arch import ARCH_FORMAT, ArchGraph, ConvNode, arch_graph
 from bpnet.models.checkpoint import TrainedModel, load_checkpoint, load_trained, save_checkpoint
-from bpnet.models.factory import build_model, make_arch
+from bpnet.models.factory import build_model, make_arch, spec_show_command
 from bpnet.models.posenet import (
     PoseNet,
     count_parameters,
@@ -35,4 +35,5 @@ __all__ = [
     "make_arch",
     "model_from_arch",
     "save_checkpoint",
+    "spec_show_command",
 ]

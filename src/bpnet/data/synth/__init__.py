@@ -6,6 +6,6 @@ No public dataset can be downloaded where bpnet is developed and tested, so it s
 (drawing), ``scene`` (one annotated picture), ``writer`` (the dataset on disk).
 """
 
-from bpnet.data.synth.writer import generate_dataset
+from bpnet.data.synth.writer import generate_dataset, synth_command
 
-__all__ = ["generate_dataset"]
+__all__ = ["generate_dataset", "synth_command"]

@@ -216,8 +216,13 @@ def evaluate_detections(
     _check_detections(detections, path, data.category["id"], 3 * len(data.keypoint_names))
     sigmas = oks_sigmas_for(data, pose) if pose is not None else None
     metrics, summary = coco_keypoint_ap(data, detections, sigmas)
-    info = {"source": str(path), "mode": "detections_file", "dataset": str(data.ann_file),
-            "images": len(data.image_ids), "detections": len(detections)}  # fmt: skip
+    info = {
+        "source": str(path),
+        "mode": "detections_file",
+        "dataset": str(data.ann_file),
+        "images": len(data.image_ids),
+        "detections": len(detections),
+    }
     report = EvalReport(metrics, summary, {}, info)
     write_results(results_dir, report, detections, None)
     return report

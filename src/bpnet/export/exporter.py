@@ -199,22 +199,33 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
             ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=progress)
             write_cache(stage("cal_cache_file", options.cache_path), ranges, plan.trt_version)
             if options.sensitivity == "auto":
-                say("INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
-                    f"{options.sensitivity_margin:g} dB below the median node's)")  # fmt: skip
+                say(
+                    "INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
+                    f"{options.sensitivity_margin:g} dB below the median node's)"
+                )
                 int8_report = find_sensitive_layers(
-                    fp32, reader, ranges, margin_db=options.sensitivity_margin,
-                    keep_fp32=options.keep_fp32, reduce_range=options.reduce_range,
+                    fp32,
+                    reader,
+                    ranges,
+                    margin_db=options.sensitivity_margin,
+                    keep_fp32=options.keep_fp32,
+                    reduce_range=options.reduce_range,
                     channel_axis=-1 if io_.layout == "NHWC" else 1,
                     progress=step_callback("sensitivity node", "node", say),
-                )  # fmt: skip
+                )
             else:
                 int8_report = manual_report(fp32, options.keep_fp32)
             for line in int8_report.lines():
                 say(line)
             quantize_int8(
-                fp32, onnx_out, ranges, reader, reduce_range=options.reduce_range,
-                nodes_to_exclude=int8_report.kept_fp32, metadata=int8_report.metadata(),
-            )  # fmt: skip
+                fp32,
+                onnx_out,
+                ranges,
+                reader,
+                reduce_range=options.reduce_range,
+                nodes_to_exclude=int8_report.kept_fp32,
+                metadata=int8_report.metadata(),
+            )
             shutil.copyfile(fp32, stage("fp32_onnx", options.fp32_sibling))
         diff = _compare_with_torch(trained.model, onnx_out, io_, train_spec)
         if options.engine_file is not None:
@@ -303,9 +314,18 @@ def parse_input_dims(text: str) -> tuple[int, int]:
     raise BpnetError(f"--input_dims: expected H,W,3 or 3,H,W (e.g. 288,384,3), got {text!r}")
 
 
-_INT8_ONLY = ("cal_image_dir", "cal_cache_file", "cal_data_file", "batches", "batch_size",
-              "cal_method", "reduce_range", "sensitivity", "sensitivity_margin",
-              "keep_fp32")  # fmt: skip
+_INT8_ONLY = (
+    "cal_image_dir",
+    "cal_cache_file",
+    "cal_data_file",
+    "batches",
+    "batch_size",
+    "cal_method",
+    "reduce_range",
+    "sensitivity",
+    "sensitivity_margin",
+    "keep_fp32",
+)
 _DEPLOYABLE_ONLY = ("upsample_ratio", "sdk_input_dtype")
 
 

@@ -155,8 +155,12 @@ def layer_kind(node, initializers: dict) -> str:
         if group > 1 and weight is not None and weight.dims[1] == 1:
             return "depthwise conv"
         return "grouped conv" if group > 1 else "conv"
-    names = {"ConvTranspose": "conv transpose", "InstanceNormalization": "instance norm",
-             "BatchNormalization": "batch norm", "LayerNormalization": "layer norm"}  # fmt: skip
+    names = {
+        "ConvTranspose": "conv transpose",
+        "InstanceNormalization": "instance norm",
+        "BatchNormalization": "batch norm",
+        "LayerNormalization": "layer norm",
+    }
     return names.get(node.op_type, node.op_type.lower())
 
 
@@ -313,9 +317,14 @@ def find_sensitive_layers(
         def sqnr(**selection) -> float:
             with _quiet():
                 quantize_int8(
-                    fp32_model, trial, ranges, reader, reduce_range=reduce_range,
-                    range_cache=cache, **selection,
-                )  # fmt: skip
+                    fp32_model,
+                    trial,
+                    ranges,
+                    reader,
+                    reduce_range=reduce_range,
+                    range_cache=cache,
+                    **selection,
+                )
             return output_sqnr(reference, _run(trial, inputs, threads), channel_axis)
 
         measured = []
@@ -333,11 +342,15 @@ def find_sensitive_layers(
         all_int8 = sqnr()
         with_kept = sqnr(nodes_to_exclude=list(kept)) if kept else all_int8
     return SensitivityReport(
-        layers=tuple(measured), kept_fp32=kept, margin_db=margin_db, cutoff_db=cutoff,
+        layers=tuple(measured),
+        kept_fp32=kept,
+        margin_db=margin_db,
+        cutoff_db=cutoff,
         batches=len(inputs),
-        sqnr_int8_db=all_int8, sqnr_kept_db=with_kept,
+        sqnr_int8_db=all_int8,
+        sqnr_kept_db=with_kept,
         kinds={name: kinds[name] for name in kept},
-    )  # fmt: skip
+    )
 
 
 def manual_report(fp32_model: str | Path, keep_fp32: Sequence[str]) -> SensitivityReport:
@@ -348,9 +361,15 @@ def manual_report(fp32_model: str | Path, keep_fp32: Sequence[str]) -> Sensitivi
     check_node_names(keep_fp32, kinds, str(fp32_model))
     kept = tuple(dict.fromkeys(keep_fp32))
     return SensitivityReport(
-        layers=(), kept_fp32=kept, margin_db=None, cutoff_db=None, batches=0, sqnr_int8_db=None,
-        sqnr_kept_db=None, kinds={name: kinds[name] for name in kept},
-    )  # fmt: skip
+        layers=(),
+        kept_fp32=kept,
+        margin_db=None,
+        cutoff_db=None,
+        batches=0,
+        sqnr_int8_db=None,
+        sqnr_kept_db=None,
+        kinds={name: kinds[name] for name in kept},
+    )
 
 
 def node_kinds(model) -> dict[str, str]:

@@ -194,9 +194,19 @@ def load_checkpoint(
     # any file can be named .pth: a text file makes the legacy unpickler raise KeyError, other
     # bytes IndexError or ValueError; each means the same to the user
     except (
-        RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, KeyError,
-        IndexError, ValueError, UnicodeDecodeError, AttributeError, TypeError, struct.error,
-    ) as err:  # fmt: skip
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        OSError,
+        KeyError,
+        IndexError,
+        ValueError,
+        UnicodeDecodeError,
+        AttributeError,
+        TypeError,
+        struct.error,
+    ) as err:
         reason = " ".join(str(err).split())[:200]
         raise BpnetError(
             f"{path}: not a readable checkpoint ({reason}); it may be truncated or not a bpnet "

@@ -114,11 +114,18 @@ def torchrun_command(
 ) -> list[str]:
     """The torchrun command line that runs ``python -m bpnet <argv>`` in every process."""
     return [
-        sys.executable, "-m", "torch.distributed.run",
-        f"--nproc_per_node={nproc_per_node}", f"--nnodes={nnodes}", f"--node_rank={node_rank}",
-        f"--master_addr={master_addr}", f"--master_port={master_port}",
-        "-m", "bpnet", *argv,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc_per_node}",
+        f"--nnodes={nnodes}",
+        f"--node_rank={node_rank}",
+        f"--master_addr={master_addr}",
+        f"--master_port={master_port}",
+        "-m",
+        "bpnet",
+        *argv,
+    ]
 
 
 def launch(argv: Sequence[str], *, nproc_per_node: int, **kwargs) -> int:

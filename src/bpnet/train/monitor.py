@@ -155,9 +155,14 @@ class Progress:
 
         postfix = ", ".join(p for p in (self.postfix, note) if p)
         return tqdm.format_meter(
-            self.done, self.steps, time.perf_counter() - self.start, prefix=self.prefix,
-            ascii=True, postfix=postfix, bar_format=_BAR_FORMAT,
-        )  # fmt: skip
+            self.done,
+            self.steps,
+            time.perf_counter() - self.start,
+            prefix=self.prefix,
+            ascii=True,
+            postfix=postfix,
+            bar_format=_BAR_FORMAT,
+        )
 
     def close(self, note: str = "") -> None:
         """Show the epoch's final line, with a note (e.g. the validation AP)."""
@@ -190,8 +195,9 @@ def plot_loss_curve(records: list[dict], path: str | os.PathLike, size=(480, 800
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(image, "training loss (log scale) vs step:", (left, 20), font, 0.5, (0, 0, 0), 1)
     grey, blue, green = (170, 170, 170), (200, 80, 0), (0, 150, 0)  # BGR
-    for i, (label, colour) in enumerate((("every step", grey), ("epoch mean", blue),
-                                         ("val AP", green))):  # fmt: skip
+    for i, (label, colour) in enumerate(
+        (("every step", grey), ("epoch mean", blue), ("val AP", green))
+    ):
         cv2.putText(image, label, (left + 320 + 120 * i, 20), font, 0.5, colour, 1)
     if steps:
         xs = np.array([r["step"] for r in steps], np.float64)
@@ -226,9 +232,14 @@ def plot_loss_curve(records: list[dict], path: str | os.PathLike, size=(480, 800
         for value, y in ((10**y_hi, top + 5), (10**y_lo, height - bottom)):
             cv2.putText(image, f"{value:.3g}", (4, y), font, 0.45, (0, 0, 0), 1)
         cv2.putText(
-            image, f"step {int(x_max)}", (width - right - 80, height - bottom + 25), font, 0.45,
-            (0, 0, 0), 1,
-        )  # fmt: skip
+            image,
+            f"step {int(x_max)}",
+            (width - right - 80, height - bottom + 25),
+            font,
+            0.45,
+            (0, 0, 0),
+            1,
+        )
     write_with_atomic(path, lambda tmp: _imwrite(tmp, image))
 
 

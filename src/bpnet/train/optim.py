@@ -79,9 +79,14 @@ def parameter_groups(
         decay = weight_decay if id(param) in kernels else 0.0
         group = groups.setdefault(
             (mult, decay),
-            {"params": [], "lr": base_lr * mult, "lr_mult": mult, "weight_decay": decay,
-             "name": f"lr x{mult:g}" + (" decay" if decay else "")},
-        )  # fmt: skip
+            {
+                "params": [],
+                "lr": base_lr * mult,
+                "lr_mult": mult,
+                "weight_decay": decay,
+                "name": f"lr x{mult:g}" + (" decay" if decay else ""),
+            },
+        )
         group["params"].append(param)
     return list(groups.values())
 

@@ -229,9 +229,14 @@ def _train(
     root = _dataset_root(spec, root)
     spec = _with_root(spec, root)  # the saved spec names the data it was trained on
     loader = build_dataloader(
-        spec, root, train=True, pose=pose, rank=dist.rank, world_size=dist.world_size,
+        spec,
+        root,
+        train=True,
+        pose=pose,
+        rank=dist.rank,
+        world_size=dist.world_size,
         pin_memory=dist.device.type == "cuda",
-    )  # fmt: skip
+    )
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise DatasetError(
@@ -265,9 +270,11 @@ def _train(
     net = wrap_distributed(model, dist)  # what runs forward; `model` is what gets saved
     optimizer = build_optimizer(spec.optimizer, model, stagewise=spec.use_stagewise_lr_multipliers)
     scheduler = build_scheduler(
-        optimizer, spec.optimizer.learning_rate_schedule,
-        total_steps=spec.num_epoch * steps_per_epoch, steps_per_epoch=steps_per_epoch,
-    )  # fmt: skip
+        optimizer,
+        spec.optimizer.learning_rate_schedule,
+        total_steps=spec.num_epoch * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+    )
     amp_dtype = autocast_dtype(spec.mixed_precision, dist.device, say)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype == torch.float16)
     start_epoch, step, changed = 0, 0, {}
@@ -310,14 +317,19 @@ def _train(
         net.train()
         if spec.model.freeze_bn:
             freeze_batch_norm_statistics(model)
-        progress = Progress(epoch, spec.num_epoch, steps_per_epoch,
-                            every_secs=spec.log_every_n_secs, stream=out)  # fmt: skip
+        progress = Progress(
+            epoch, spec.num_epoch, steps_per_epoch, every_secs=spec.log_every_n_secs, stream=out
+        )
         started, loss_sum = time.perf_counter(), torch.zeros(4)
         for done, batch in enumerate(loader, 1):
             targets = encode_batch(
-                batch["keypoints"], batch["mask"], pose, stride=model.stride,
-                sigma=labels.heatmap_gaussian_sigma, paf_width=labels.paf_ortho_dist_thresh,
-            )  # fmt: skip
+                batch["keypoints"],
+                batch["mask"],
+                pose,
+                stride=model.stride,
+                sigma=labels.heatmap_gaussian_sigma,
+                paf_width=labels.paf_ortho_dist_thresh,
+            )
             targets = {k: v.to(dist.device, non_blocking=True) for k, v in targets.items()}
             images = batch["image"].to(dist.device, non_blocking=True)
             images = images.contiguous(memory_format=memory_format)
@@ -332,10 +344,11 @@ def _train(
             # decoupled: the term is only logged here; shrink_weights applies it after the step
             with torch.no_grad() if decoupled else nullcontext():
                 reg = regularization(
-                    model, spec.model.regularization_type,
+                    model,
+                    spec.model.regularization_type,
                     spec.model.kernel_regularization_factor,
                     spec.model.bias_regularization_factor,
-                )  # fmt: skip
+                )
             loss = losses["loss"] + reg
             # all processes see the same (mean) values, so all stop together on a NaN
             values = all_mean(torch.stack([loss, losses["heatmap"], losses["paf"], reg]), dist)
@@ -348,9 +361,12 @@ def _train(
             scaler.update()
             if decoupled:
                 shrink_weights(
-                    model, spec.model.regularization_type, spec.model.kernel_regularization_factor,
-                    spec.model.bias_regularization_factor, lr,
-                )  # fmt: skip
+                    model,
+                    spec.model.regularization_type,
+                    spec.model.kernel_regularization_factor,
+                    spec.model.bias_regularization_factor,
+                    lr,
+                )
             scheduler.step()
             step += 1
 
@@ -359,13 +375,26 @@ def _train(
             if dist.is_main:
                 # the epoch's running mean: one step's loss swings too much to read progress from
                 progress.update(done, loss_sum[0].item() / done, lr, images_per_s)
-                log.write({"kind": "step", "epoch": epoch, "step": step, **_named(values),
-                           "lr": lr, "images_per_s": round(images_per_s, 2)})  # fmt: skip
+                log.write(
+                    {
+                        "kind": "step",
+                        "epoch": epoch,
+                        "step": step,
+                        **_named(values),
+                        "lr": lr,
+                        "images_per_s": round(images_per_s, 2),
+                    }
+                )
 
         epoch_loss = (loss_sum[0] / steps_per_epoch).item()
-        record = {"kind": "epoch", "epoch": epoch, "step": step,
-                  **_named(loss_sum / steps_per_epoch), "images_per_s": round(images_per_s, 2),
-                  "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+        record = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": step,
+            **_named(loss_sum / steps_per_epoch),
+            "images_per_s": round(images_per_s, 2),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
         if dist.is_main:
             validation = end_of_epoch(
                 record,
@@ -743,10 +772,14 @@ def compute_loss(
     SpecError."""
     try:
         return pose_loss(
-            outputs, targets, loss_type=spec.loss.type, heatmap_weight=spec.loss.heatmap_weight,
-            paf_weight=spec.loss.paf_weight, focal_alpha=spec.loss.focal_alpha,
+            outputs,
+            targets,
+            loss_type=spec.loss.type,
+            heatmap_weight=spec.loss.heatmap_weight,
+            paf_weight=spec.loss.paf_weight,
+            focal_alpha=spec.loss.focal_alpha,
             focal_beta=spec.loss.focal_beta,
-        )  # fmt: skip
+        )
     except ValueError as err:
         raise SpecError(f"{err}: check dataloader.pose_config and pretrained_weights") from None
 
@@ -771,13 +804,21 @@ def validate(
         dims = spec.dataloader.image_config.image_dims
         infer = InferenceSpec(input_shape=(dims.height, dims.width))
     source = TorchSource(
-        model, spec.dataloader.normalization_params,
-        autocast_bf16=amp_dtype == torch.bfloat16, device=dist.device,
-    )  # fmt: skip
+        model,
+        spec.dataloader.normalization_params,
+        autocast_bf16=amp_dtype == torch.bfloat16,
+        device=dist.device,
+    )
     report = evaluate(
-        root, spec.dataloader.dataset_config.val_split, results_dir / VALIDATION_DIR, source,
-        pose, infer, label="training", leave_progress=False,
-    )  # fmt: skip
+        root,
+        spec.dataloader.dataset_config.val_split,
+        results_dir / VALIDATION_DIR,
+        source,
+        pose,
+        infer,
+        label="training",
+        leave_progress=False,
+    )
     return {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
 
 

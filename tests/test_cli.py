@@ -32,6 +32,25 @@ def test_every_command_has_help(capsys):
         assert "usage: bpnet " + " ".join(path) in out
 
 
+def test_every_option_is_a_parameter_of_the_function_its_command_runs():
+    import importlib
+    import inspect
+
+    parser = build_parser()
+    for path in subcommands(parser):
+        sub = parser
+        for name in path:
+            sub = next(a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction")
+            sub = sub.choices[name]
+        target = sub.get_default("target")
+        if target is None:  # a group of actions: its actions are checked
+            continue
+        module, name = target.split(":")
+        function = getattr(importlib.import_module(module), name)
+        dests = {a.dest: None for a in sub._actions if a.dest not in ("help", "target", "parser")}
+        inspect.signature(function).bind(**dests)  # TypeError: an option it does not take
+
+
 def test_console_script_runs():
     exe = Path(sys.executable).with_name("bpnet")
     result = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)

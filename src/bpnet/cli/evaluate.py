@@ -96,13 +96,19 @@ def add_parsers(commands) -> None:
         type=Path,
         required=True,
         help="an image file, a folder of images, or a JSON file listing images (a list of "
-        "paths, or a COCO file: its image ids are kept)",
+        "paths, or a COCO file: its image ids are kept); a video file; a camera index (0)",
     )
     inference.add_argument(
         "--input_type",
-        choices=("image", "dir", "json"),
+        choices=("image", "dir", "json", "video", "camera"),
         default=None,
         help="what --input is (default: told by --input itself)",
+    )
+    inference.add_argument(
+        "--batch_size", type=int, default=4, help="video frames per network batch (default 4)"
+    )
+    inference.add_argument(
+        "--max_frames", type=int, default=None, help="stop a video or camera after N frames"
     )
     add_inference_spec(inference, "heatmap_threshold=0.2")
     add_results_dir(inference, "folder for the results")
@@ -156,12 +162,30 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _inference(args: argparse.Namespace) -> int:
     from bpnet.config import load_inference_spec
     from bpnet.inference.infer import run_inference
+    from bpnet.inference.video import is_video_input, run_video
 
+    spec = load_inference_spec(args.inference_spec, args.overrides)
+    if is_video_input(args.input, args.input_type):
+        print(
+            run_video(
+                args.model,
+                args.input,
+                args.results_dir,
+                spec,
+                input_type=args.input_type,
+                draw=not args.no_visualizations,
+                threads=args.threads,
+                key=args.key,
+                batch_size=args.batch_size,
+                max_frames=args.max_frames,
+            ).line
+        )
+        return 0
     summary = run_inference(
         args.model,
         args.input,
         args.results_dir,
-        load_inference_spec(args.inference_spec, args.overrides),
+        spec,
         input_type=args.input_type,
         draw=not args.no_visualizations,
         threads=args.threads,

@@ -213,6 +213,7 @@ def test_three_walkers_keep_their_ids_through_a_video(tmp_path):
             found.append(int(np.argmin(np.linalg.norm(truth[:, 11:13, :2].mean(1) - hips, axis=1))))
             ids.append(person["track_id"])
             np.testing.assert_allclose(keypoints[:, :2], truth[found[-1], :, :2], atol=2.0)
+        assert sorted(found) == [0, 1, 2]  # each walker found once
         seen.append((found, ids))
     # every walker keeps one id through the clip, and no two share one (which walker gets 1
     # depends on the decoder's order in the first frame)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +25,13 @@ def limb_colours(pose: PoseConfig) -> list[tuple[int, int, int]]:
     return out
 
 
+def id_colour(number: int) -> tuple[int, int, int]:
+    """A BGR colour for an id (a video track): consecutive ids get distant hues."""
+    hue = (number * 0.618034) % 1.0  # golden-ratio steps around the colour wheel
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
 def draw_people(
     image_bgr: np.ndarray,
     keypoints: np.ndarray,
@@ -33,6 +41,7 @@ def draw_people(
     min_score: float = 0.0,
     thickness: int | None = None,
     alpha: float = 1.0,
+    colours: Sequence[tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
     """Draw people's skeletons: a coloured line per limb, a dot per joint.
 
@@ -48,6 +57,8 @@ def draw_people(
         min_score: with ``scores``, joints at or below it are not drawn.
         thickness: line width in pixels; by default it follows each person's size.
         alpha: opacity of the drawing over the picture.
+        colours: one BGR colour per person, for all of that person's limbs and joints (a
+            video's track colours); None: a colour per limb.
 
     Returns:
         (H, W, 3) uint8 copy of the picture with the skeletons drawn.
@@ -58,25 +69,27 @@ def draw_people(
         kp = kp.copy()
         kp[..., 2] = np.where(kp[..., 2] > min_score, 2.0, 0.0)
     joints = pose.joints_from_dataset(kp)  # (P, J, 3)
-    colours = limb_colours(pose)
+    limb_colour = limb_colours(pose)
     joint_colour = {}
-    for (a, b), colour in zip(pose.limbs, colours, strict=True):
+    for (a, b), colour in zip(pose.limbs, limb_colour, strict=True):
         joint_colour.setdefault(b, colour)
         joint_colour.setdefault(a, colour)
-    for person in joints:
+    for i, person in enumerate(joints):
         labelled = person[:, 2] > 0
         if not labelled.any():
             continue
         xy = person[labelled, :2]
         size = float(np.max(xy.max(0) - xy.min(0))) if len(xy) > 1 else 0.0
         width = thickness or int(np.clip(size / 70, 1, 4))
-        for (a, b), colour in zip(pose.limbs, colours, strict=True):
+        own = None if colours is None else tuple(colours[i])
+        for (a, b), colour in zip(pose.limbs, limb_colour, strict=True):
             if labelled[a] and labelled[b]:
-                cv2.line(canvas, _point(person[a]), _point(person[b]), colour, width, cv2.LINE_AA)
+                start, end = _point(person[a]), _point(person[b])
+                cv2.line(canvas, start, end, own or colour, width, cv2.LINE_AA)
         radius = width + 1
         for j in np.flatnonzero(labelled):
             centre = _point(person[j])
-            colour = joint_colour.get(j, (255, 255, 255))
+            colour = own or joint_colour.get(j, (255, 255, 255))
             if person[j, 2] == 1:  # occluded: hollow
                 cv2.circle(canvas, centre, radius + 1, colour, 1, cv2.LINE_AA)
             else:

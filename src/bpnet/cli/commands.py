@@ -86,9 +86,12 @@ def evaluate(commands) -> None:
     add = add_command(commands, "inference", "bpnet.inference.infer:inference_command", inference)
     add("-m", "--model_filename", "--model", dest="model", type=Path, help=model)
     add_key(add)
-    source = "an image, a folder of images or a JSON list of them"
+    source = "an image, a folder of images, a JSON list of them, a video or a camera index"
     add("--input", dest="source", metavar="INPUT", type=Path, required=True, help=source)
-    add("--input_type", choices=("image", "dir", "json"), help="what --input is")
+    kinds = ("image", "dir", "json", "video", "camera")
+    add("--input_type", choices=kinds, help="what --input is")
+    add("--batch_size", type=int, default=4, help="video frames per network batch")
+    add("--max_frames", type=int, help="stop a video or camera after this many frames")
     add_inference_spec(add)
     add("-r", "--results_dir", type=Path, required=True, help="folder for the results")
     add("--dump_visualizations", action="store_true", help=f"{TAO}: pictures are drawn anyway")

@@ -56,6 +56,12 @@ COCO_KEYPOINTS = (
     "right_ankle",
 )
 """The 17 COCO person keypoints, in the order of the annotation arrays."""
+COCO_OKS_SIGMAS = (
+    *(0.026, 0.025, 0.025, 0.035, 0.035),  # nose, eyes, ears
+    *(0.079, 0.079, 0.072, 0.072, 0.062, 0.062),  # shoulders, elbows, wrists
+    *(0.107, 0.107, 0.087, 0.087, 0.089, 0.089),  # hips, knees, ankles
+)
+"""COCO's OKS falloff of each of :data:`COCO_KEYPOINTS` (the values pycocotools scores with)."""
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
 MAX_AREA = 1e10  # COCOeval's "all" area range is [0, 1e10]: people outside it are not scored
 IMAGE_KEYS = ("id", "file_name", "width", "height")

@@ -18,6 +18,7 @@ from bpnet.config import load_inference_spec
 from bpnet.config.inference import InferenceSpec
 from bpnet.errors import BpnetError, UnreadableImageError
 from bpnet.inference.pipeline import Predictor
+from bpnet.inference.video import is_video_input, run_video
 from bpnet.io import (
     check_output_dir,
     copy_all_atomic,
@@ -216,10 +217,14 @@ def inference_command(
     inference_spec: Path | None,
     overrides: list[str],
     dump_visualizations: bool = False,
+    batch_size: int = 4,
+    max_frames: int | None = None,
     **options,
 ) -> str:
     """``bpnet inference``: :func:`run_inference` with the inference spec file (None: TAO's
-    defaults) and its ``overrides``; ``options`` are run_inference's keywords.
+    defaults) and its ``overrides``; ``options`` are run_inference's keywords. A video or a
+    camera goes to :func:`bpnet.inference.video.run_video` instead, with ``batch_size`` frames
+    per network batch, stopping after ``max_frames``.
     ``dump_visualizations`` is TAO's option, accepted: pictures are drawn unless ``draw`` is
     False.
 
@@ -228,6 +233,18 @@ def inference_command(
         and where the results are.
     """
     spec = load_inference_spec(inference_spec, overrides)
+    if is_video_input(source, options.get("input_type")):
+        options.pop("strict", None)  # a video has no unreadable images to skip or stop at
+        video = run_video(
+            model,
+            source,
+            results_dir,
+            spec,
+            batch_size=batch_size,
+            max_frames=max_frames,
+            **options,
+        )
+        return video.line
     summary = run_inference(model, source, results_dir, spec, **options)
     line = f"{summary['people']} people in {summary['images']} images"
     if summary["skipped"]:

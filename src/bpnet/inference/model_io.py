@@ -173,7 +173,7 @@ _TORCH_IO = ModelIO("input", "NCHW", "float32", False, None, (), (), (), 0)
 
 
 def maps_from_outputs(
-    outputs: dict[str, np.ndarray], io: ModelIO, stage: int | None = None
+    outputs: dict[str, np.ndarray], io: ModelIO, stage: int | None = None, item: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image's heatmaps and PAFs on the stride grid, whatever the network's layout.
 
@@ -182,16 +182,17 @@ def maps_from_outputs(
     :func:`bilinear_upsampling_matrix`), so its maps decode exactly like the plain model's.
 
     Args:
-        outputs: output name -> (1, C, h, w) or (1, h, w, C) array (batch of one).
+        outputs: output name -> (N, C, h, w) or (N, h, w, C) array.
         io: the network's contract.
         stage: 1-based stage; None is the last.
+        item: which image of the batch.
 
     Returns:
         heatmaps (J + 1, h, w) and PAFs (2L, h, w), float32.
     """
     index = io.stage_index(stage)
-    heatmaps = _chw(outputs[io.heatmap_outputs[index]][0], io.layout)
-    pafs = _chw(outputs[io.paf_outputs[index]][0], io.layout)
+    heatmaps = _chw(outputs[io.heatmap_outputs[index]][item], io.layout)
+    pafs = _chw(outputs[io.paf_outputs[index]][item], io.layout)
     if io.paf_upsample != 1:
         h, w = heatmaps.shape[1:]
         inv_h = np.linalg.pinv(bilinear_upsampling_matrix(h, io.paf_upsample))  # (h, u h)

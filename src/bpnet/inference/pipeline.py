@@ -43,7 +43,11 @@ class ScaledInput:
 
 
 class MapSource(Protocol):
-    """Anything that turns one network input into maps on its stride grid."""
+    """Anything that turns one network input into maps on its stride grid.
+
+    A source that can run several pictures through its network at once also has
+    ``batch(images, geometry) -> [(heatmaps, pafs), ...]`` (see :func:`batch_maps`).
+    """
 
     stride: int
     input_multiple: int  # input sides must be multiples of it (the stride, or 16, 32, ...)
@@ -143,6 +147,21 @@ def _warp(maps: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.nda
     return out.reshape(size[0], size[1], -1).transpose(2, 0, 1)
 
 
+def batch_maps(
+    source: MapSource, images: list[np.ndarray], geometry: ScaledInput
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The maps of several pictures of one size at one input: one network batch when the
+    source has a ``batch`` method, else one call per picture.
+
+    Returns:
+        one (heatmaps (J + 1, h, w), PAFs (2L, h, w)) pair per picture, in order.
+    """
+    batch = getattr(source, "batch", None)
+    if batch is None or len(images) == 1:
+        return [source(image, geometry) for image in images]
+    return batch(images, geometry)
+
+
 def predict_people(
     image: np.ndarray | None,
     source: MapSource,
@@ -161,12 +180,36 @@ def predict_people(
     """
     start = time.perf_counter()
     maps = [source(image, geometry) for geometry in inputs]
-    heatmaps, pafs, target = fuse_scales(maps, inputs, source.stride)
-    middle = time.perf_counter()
-    people = decode(heatmaps, pafs, pose, params, stride=source.stride)
+    _add_time(seconds, "maps", start)
+    return people_from_maps(maps, inputs, source.stride, pose, params, seconds)
+
+
+def _add_time(seconds: dict[str, float] | None, step: str, start: float) -> None:
     if seconds is not None:
-        seconds["maps"] = seconds.get("maps", 0.0) + middle - start
-        seconds["decode"] = seconds.get("decode", 0.0) + time.perf_counter() - middle
+        seconds[step] = seconds.get(step, 0.0) + time.perf_counter() - start
+
+
+def people_from_maps(
+    maps: list[tuple[np.ndarray, np.ndarray]],
+    inputs: list[ScaledInput],
+    stride: int,
+    pose: PoseConfig,
+    params: DecoderParams,
+    seconds: dict[str, float] | None = None,
+) -> People:
+    """One picture's maps at each of its inputs -> its people in the picture's pixels.
+
+    Args:
+        maps: (heatmaps, PAFs) per input, in the order of ``inputs``.
+        seconds: when given, ``maps`` accumulates the fusion's time and ``decode`` the
+            decoder's.
+    """
+    start = time.perf_counter()
+    heatmaps, pafs, target = fuse_scales(maps, inputs, stride)
+    _add_time(seconds, "maps", start)
+    start = time.perf_counter()
+    people = decode(heatmaps, pafs, pose, params, stride=stride)
+    _add_time(seconds, "decode", start)
     if len(people) == 0:
         return people
     keypoints = people.keypoints.copy()
@@ -273,6 +316,36 @@ class Predictor:
         height, width = size if size is not None else image.shape[:2]
         inputs = self.inputs(width, height, source)
         people = predict_people(image, source, self.pose, self.params, inputs, self.seconds)
+        return self._prediction(image, people, image_id)
+
+    def frames(self, images: list[np.ndarray], image_ids: list[int]) -> list[Prediction]:
+        """Find the people of several pictures of one size, such as a video's frames.
+
+        At each input scale the pictures go through the network as one batch when the source
+        supports it (:func:`batch_maps`); the result equals one call per picture.
+
+        Args:
+            images: (H, W, 3) uint8 BGR pictures, all of the same size.
+            image_ids: their ids in the results.
+        """
+        if not images:
+            return []
+        height, width = images[0].shape[:2]
+        inputs = self.inputs(width, height)
+        start = time.perf_counter()
+        # per input scale, one (heatmaps, pafs) pair per picture
+        by_scale = [batch_maps(self.source, images, geometry) for geometry in inputs]
+        _add_time(self.seconds, "maps", start)
+        out = []
+        for i, (image, image_id) in enumerate(zip(images, image_ids, strict=True)):
+            maps = [scale[i] for scale in by_scale]
+            people = people_from_maps(
+                maps, inputs, self.source.stride, self.pose, self.params, self.seconds
+            )
+            out.append(self._prediction(image, people, image_id))
+        return out
+
+    def _prediction(self, image: np.ndarray | None, people: People, image_id: int) -> Prediction:
         found = people.to_dataset(self.pose)  # (N, K, 3) in the pose config's dataset order
         if self.columns is None:
             keypoints = found

@@ -58,9 +58,22 @@ class TorchSource:
         x = normalize_image(warp_rgb(image, geometry), self.normalization)  # (3, H, W)
         return self.run(torch.from_numpy(x)[None])
 
-    @torch.no_grad()
+    def batch(
+        self, images: list[np.ndarray], geometry: ScaledInput
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several pictures of one size through the network as one batch (video frames)."""
+        x = np.stack([normalize_image(warp_rgb(im, geometry), self.normalization) for im in images])
+        heatmaps, pafs = self.forward(torch.from_numpy(x))  # (N, J+1, h, w), (N, 2L, h, w)
+        return list(zip(heatmaps, pafs, strict=True))
+
     def run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(1, 3, H, W) normalised input -> heatmaps (J+1, h, w), PAFs (2L, h, w) float32."""
+        heatmaps, pafs = self.forward(batch)
+        return heatmaps[0], pafs[0]
+
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, H, W) normalised input -> heatmaps (N, J+1, h, w), PAFs (N, 2L, h, w)."""
         was_training = self.model.training
         self.model.eval()
         batch = batch.to(self.device)
@@ -79,7 +92,4 @@ class TorchSource:
                 f"use a stage in 1..{len(outputs)} or null (the last)"
             )
         heatmaps, pafs = outputs[-1 if self.stage is None else self.stage - 1]
-        return (
-            heatmaps[0].float().cpu().numpy(),
-            pafs[0].float().cpu().numpy(),
-        )
+        return heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()

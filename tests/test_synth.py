@@ -150,6 +150,23 @@ def test_all_annotation_kinds_and_size_classes(
     assert people_per_image.max() <= 6
 
 
+def test_easy_difficulty_has_fewer_and_bigger_people(tmp_path: Path) -> None:
+    summary = generate_dataset(tmp_path / "easy", 25, 0, seed=0, difficulty="easy")
+    coco = json.loads(_ann_file(tmp_path / "easy", "train").read_text())
+    assert "difficulty easy" in coco["info"]["description"]
+    people = [a for a in coco["annotations"] if not a["iscrowd"]]
+    per_image = np.bincount([a["image_id"] for a in people], minlength=26)[1:]
+    assert per_image.max() <= 3 and (per_image > 0).mean() > 0.9
+    standard = generate_dataset(tmp_path / "std", 25, 0, seed=0)["train"]
+    # no small people are drawn; a few labelled ones still have a small visible area
+    # (covered by a person in front), far fewer than in the standard setting
+    assert summary["train"]["small"] < 0.4 * standard["small"]
+    assert summary["train"]["people"] < standard["people"]
+    with pytest.raises(DatasetError, match="--difficulty hard"):
+        generate_dataset(tmp_path / "x", 1, 1, difficulty="hard")
+    assert not (tmp_path / "x").exists()
+
+
 def _read_all(root: Path) -> dict[str, bytes]:
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return {str(p.relative_to(root)): p.read_bytes() for p in files}

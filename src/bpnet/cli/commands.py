@@ -27,6 +27,8 @@ def dataset(commands) -> None:
     add("--train", type=int, default=1000, help="train images")
     add("--val", type=int, default=200, help="val images")
     add("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    hard = ("standard", "easy")
+    add("--difficulty", choices=hard, default=hard[0], help="easy: 1-3 people, none small")
     add("--force", action="store_true", help="replace a non-empty --out folder")
 
     stats = "validate a split and print its statistics"

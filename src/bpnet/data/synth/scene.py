@@ -36,8 +36,33 @@ MIN_SAMPLED_SIZE = 44.0  # the smallest size drawn; the slack absorbs hidden fac
 MIN_LABELLED_KEYPOINTS = 5
 MIN_VISIBLE_FRACTION = 0.4  # of a person's drawn pixels; below it the person is unlabelled
 
-# how many people (labelled or not) a picture has, 0..6
-_PEOPLE_P = (0.05, 0.17, 0.22, 0.2, 0.15, 0.12, 0.09)
+
+@dataclass(frozen=True)
+class Difficulty:
+    """What makes the pictures hard, one setting of ``bpnet dataset synth --difficulty``.
+
+    Attributes:
+        people_p: probability of 0, 1, 2, ... people (labelled or not) in a picture.
+        small: fraction of labelled people drawn small (COCO area < 32^2); of the rest,
+            medium and large split as in ``standard`` (0.5 : 0.3).
+        truncate_p: probability that a labelled person is cut by the picture's edge.
+        crowd_p: probability of a far-away crowd (an ``iscrowd`` region).
+        max_distractors: limb-like clutter shapes per picture, 1 to this many.
+    """
+
+    people_p: tuple[float, ...]
+    small: float
+    truncate_p: float
+    crowd_p: float
+    max_distractors: int
+
+
+DIFFICULTIES = {
+    # the default: crowded scenes, people of every COCO size class, cut-offs, clutter
+    "standard": Difficulty((0.05, 0.17, 0.22, 0.2, 0.15, 0.12, 0.09), 0.2, 0.2, 0.22, 7),
+    # 1-3 people, none small, fewer cut-offs, less clutter; the same bodies, views and looks
+    "easy": Difficulty((0.0, 0.35, 0.35, 0.3), 0.0, 0.1, 0.1, 3),
+}
 
 
 @dataclass
@@ -68,16 +93,19 @@ def _unit_extent(fig: PosedFigure) -> tuple[np.ndarray, np.ndarray]:
     return (kp.min(0), kp.max(0)), (pts.min(0) - margin, pts.max(0) + margin)
 
 
-def _sample_extent(rng: np.random.Generator, labelled: bool, h: int, w: int) -> float:
-    """Long side of a person's keypoint box in pixels, spread over COCO's size classes."""
+def _sample_extent(
+    rng: np.random.Generator, labelled: bool, h: int, w: int, small: float = 0.2
+) -> float:
+    """Long side of a person's keypoint box in pixels, spread over COCO's size classes
+    (``small``: the fraction of labelled people drawn small)."""
     if not labelled:
         return float(rng.uniform(18, 40)) if rng.random() < 0.75 else float(rng.uniform(44, 160))
     r = rng.random()
     # small people are few: their OKS tolerance is about a pixel, as in COCO, where most of
     # them have no keypoints at all
-    if r < 0.2:  # small: COCO area < 32^2
+    if r < small:  # small: COCO area < 32^2
         return float(rng.uniform(MIN_SAMPLED_SIZE, 62))
-    if r < 0.7:  # medium
+    if r < small + 0.5 * (1 - small) / 0.8:  # medium (0.2 small: 0.2 .. 0.7)
         return float(np.exp(rng.uniform(np.log(62), np.log(200))))
     return float(rng.uniform(220, max(240.0, 1.1 * min(h, w))))  # large: area > 96^2
 
@@ -110,13 +138,16 @@ def _clash(box: np.ndarray, kp: np.ndarray, extent: float, labelled: bool, other
     return bool(gap < max(6.0, 0.1 * min(extent, other.extent)))
 
 
-def _place_people(rng: np.random.Generator, h: int, w: int) -> list[_Person]:
+def _place_people(
+    rng: np.random.Generator, h: int, w: int, difficulty: Difficulty
+) -> list[_Person]:
     """Pose, size and position the people of one picture (not yet drawn)."""
     people: list[_Person] = []
     large = 0
-    for _ in range(pick(rng, range(len(_PEOPLE_P)), _PEOPLE_P)):
+    counts = difficulty.people_p
+    for _ in range(pick(rng, range(len(counts)), counts)):
         labelled = rng.random() < 0.88
-        extent = _sample_extent(rng, labelled, h, w)
+        extent = _sample_extent(rng, labelled, h, w, difficulty.small)
         if extent > 200 and large >= 2:  # two big people already fill the picture
             extent = float(rng.uniform(MIN_SAMPLED_SIZE, 120))
         fig = pose_figure(sample_body(rng), sample_pose(rng))
@@ -124,7 +155,8 @@ def _place_people(rng: np.random.Generator, h: int, w: int) -> list[_Person]:
         scale = extent / float(max(khi - klo))
         size = (dhi - dlo) * scale  # drawing box, pixels
         kp_unit = fig.keypoints[:, :2] * np.array([1.0, -1.0])  # (17, 2) image axes
-        truncate = rng.random() < (0.2 if labelled else 0.3) or size[0] > w or size[1] > h
+        cut = difficulty.truncate_p if labelled else 0.3
+        truncate = rng.random() < cut or size[0] > w or size[1] > h
         if truncate:
             # cut at the sides or the bottom (close-ups, people walking out of the frame);
             # a cut at the top takes the head and shoulders and with them the skeleton
@@ -260,12 +292,15 @@ def _annotation(
     }
 
 
-def compose(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, list[dict]]:
+def compose(
+    rng: np.random.Generator, width: int, height: int, difficulty: str = "standard"
+) -> tuple[np.ndarray, list[dict]]:
     """Draw one picture and annotate it.
 
     Args:
         rng: the random source (one per picture, for reproducibility).
         width, height: picture size in pixels.
+        difficulty: a key of :data:`DIFFICULTIES`.
 
     Returns:
         (height, width, 3) uint8 BGR picture, and its annotations without ``id``/``image_id``.
@@ -274,13 +309,14 @@ def compose(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarr
     light = render.sample_light(rng)
     image = render.render_background(rng, h, w)
     owner = np.full((h, w), BACKGROUND, np.int16)
-    for _ in range(int(rng.integers(1, 8))):
+    setting = DIFFICULTIES[difficulty]
+    for _ in range(int(rng.integers(1, setting.max_distractors + 1))):
         sprite = render.distractor_sprite(rng, h, w, light, float(rng.uniform(60, 400)))
         render.paste(image, owner, sprite, BACKGROUND)
-    if rng.random() < 0.22:
+    if rng.random() < setting.crowd_p:
         _draw_crowd(rng, image, owner, light)
 
-    people = _place_people(rng, h, w)
+    people = _place_people(rng, h, w, setting)
     drawn = []  # (person, sprite, (17, 2) keypoints)
     for i, person in enumerate(people):
         parts, head, kp2 = render.figure_parts(

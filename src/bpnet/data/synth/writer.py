@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from bpnet.data.synth.figure import COCO_SKELETON, KEYPOINT_NAMES
-from bpnet.data.synth.scene import compose
+from bpnet.data.synth.scene import DIFFICULTIES, compose
 from bpnet.errors import DatasetError
 from bpnet.io import current_umask, process_alive, write_json_atomic
 
@@ -47,7 +47,7 @@ def _size_class(area: float) -> str:
 
 
 def _write_split(
-    root: Path, split: str, count: int, seed: int, image_size: tuple[int, int]
+    root: Path, split: str, count: int, seed: int, image_size: tuple[int, int], difficulty: str
 ) -> dict:
     start = time.perf_counter()
     (root / split).mkdir(parents=True)
@@ -58,7 +58,7 @@ def _write_split(
     for index in range(count):
         rng = picture_rng(seed, split, index)
         width, height = (int(v) for v in rng.integers(lo, hi + 1, 2))
-        picture, anns = compose(rng, width, height)
+        picture, anns = compose(rng, width, height, difficulty)
         image_id = index + 1
         file_name = f"{image_id:012d}.jpg"
         _write_image(root / split / file_name, picture)
@@ -76,7 +76,8 @@ def _write_split(
                 summary[_size_class(ann["area"])] += 1
     coco = {
         "info": {
-            "description": f"bpnet synthetic person keypoints, split {split}, seed {seed}",
+            "description": f"bpnet synthetic person keypoints, split {split}, seed {seed}"
+            + ("" if difficulty == "standard" else f", difficulty {difficulty}"),
             "version": "1.0",
             "year": 2025,
             "contributor": "bpnet synthetic generator (bpnet.data.synth)",
@@ -158,6 +159,7 @@ def generate_dataset(
     seed: int = 0,
     *,
     image_size: tuple[int, int] = (320, 480),
+    difficulty: str = "standard",
     force: bool = False,
 ) -> dict:
     """Write a synthetic multi-person keypoint dataset in the official COCO layout.
@@ -174,6 +176,8 @@ def generate_dataset(
         seed: same seed, byte-identical files; picture i of a split depends only on
             (seed, split, i).
         image_size: (min, max) picture side; width and height are drawn in this range.
+        difficulty: ``standard`` (the default above) or ``easy`` (1-3 people, none small,
+            fewer cut-offs and less clutter; :data:`bpnet.data.synth.scene.DIFFICULTIES`).
         force: replace a non-empty ``out``.
 
     Returns:
@@ -189,6 +193,9 @@ def generate_dataset(
     """
     out = Path(out)
     _check_arguments(num_train, num_val, seed, image_size)
+    if difficulty not in DIFFICULTIES:
+        known = ", ".join(DIFFICULTIES)
+        raise DatasetError(f"--difficulty {difficulty}: unknown; choose one of {known}")
     _check_target(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +210,7 @@ def generate_dataset(
         ) from None
     try:
         summary = {
-            split: _write_split(tmp, split, int(count), int(seed), image_size)
+            split: _write_split(tmp, split, int(count), int(seed), image_size, difficulty)
             for split, count in zip(SPLITS, (num_train, num_val), strict=True)
         }
         _move_into_place(tmp, out)
@@ -213,7 +220,9 @@ def generate_dataset(
     return summary
 
 
-def synth_command(out: str | os.PathLike, train: int, val: int, seed: int, force: bool) -> str:
+def synth_command(
+    out: str | os.PathLike, train: int, val: int, seed: int, force: bool, difficulty: str
+) -> str:
     """``bpnet dataset synth``: :func:`generate_dataset`; returns what the command prints."""
-    summary = generate_dataset(out, train, val, seed=seed, force=force)
+    summary = generate_dataset(out, train, val, seed=seed, difficulty=difficulty, force=force)
     return f"wrote synthetic COCO-format dataset to {out}\n{json.dumps(summary, indent=2)}"

@@ -80,6 +80,7 @@ def evaluate(commands) -> None:
     text = "the oracle at the network's inputs or at full image resolution"
     add("--oracle_resolution", "--oracle-resolution", choices=where, default=where[0], help=text)
     add("--bf16", action="store_true", help="bfloat16 autocast, channels-last (.pth models)")
+    add("--runtime", choices=("auto", "onnxruntime", "openvino"), help="what runs .onnx models")
     add("--detections", type=Path, help="score this COCO keypoint results file")
 
     inference = "find people in images with a .pth, .onnx or .engine model"
@@ -96,7 +97,8 @@ def evaluate(commands) -> None:
     add("-r", "--results_dir", type=Path, required=True, help="folder for the results")
     add("--dump_visualizations", action="store_true", help=f"{TAO}: pictures are drawn anyway")
     add("--no_visualizations", dest="draw", action="store_false", help="draw no pictures")
-    add("--threads", type=int, help="ONNX Runtime threads; default: as many as PyTorch's")
+    add("--threads", type=int, help="ONNX Runtime / OpenVINO threads; default: PyTorch's count")
+    add("--runtime", choices=("auto", "onnxruntime", "openvino"), help="what runs .onnx models")
     add("--strict", action="store_true", help="stop at the first unreadable image")
 
 

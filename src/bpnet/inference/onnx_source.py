@@ -15,13 +15,7 @@ import numpy as np
 from bpnet.config.spec import NormalizationParams
 from bpnet.errors import BpnetError
 from bpnet.inference import model_io as mio
-from bpnet.inference.model_io import (
-    ExportedSource,
-    ModelIO,
-    maps_from_outputs,
-    network_input,
-    warp_rgb,
-)
+from bpnet.inference.model_io import ArraySource, ModelIO
 
 
 def read_onnx_metadata(path: str | Path, data: bytes | None = None) -> dict[str, str]:
@@ -73,9 +67,9 @@ def read_onnx_metadata(path: str | Path, data: bytes | None = None) -> dict[str,
     return props
 
 
-class OnnxSource(ExportedSource):
-    """Run an exported model with ONNX Runtime on each network input (pre-processing and
-    arguments: :class:`~bpnet.inference.model_io.ExportedSource`).
+class OnnxSource(ArraySource):
+    """Run an exported model with ONNX Runtime on each network input or batch (pre-processing
+    and arguments: :class:`~bpnet.inference.model_io.ExportedSource`).
 
     Args:
         threads: intra-op threads (None: as many as PyTorch uses, ``torch.get_num_threads()``).
@@ -95,17 +89,6 @@ class OnnxSource(ExportedSource):
         super().__init__(path, io, normalization, stage=stage)
         self.session = make_session(self.path, threads, data=data)
         self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return maps_from_outputs(self.outputs(x), self.io, self.stage)
-
-    def batch(self, images: list[np.ndarray], geometry) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Several pictures of one size through the network as one batch (video frames);
-        bpnet export leaves the batch dimension dynamic."""
-        self.io.check_size(geometry.size, str(self.path))
-        rgb = np.stack([warp_rgb(image, geometry) for image in images])  # (N, h, w, 3)
-        outputs = self.outputs(network_input(rgb, self.io, self.normalization))
-        return [maps_from_outputs(outputs, self.io, self.stage, i) for i in range(len(images))]
 
     def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """A prepared input batch -> output name -> array."""

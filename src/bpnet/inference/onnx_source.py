@@ -74,6 +74,7 @@ class OnnxSource(ArraySource):
     Args:
         threads: intra-op threads (None: as many as PyTorch uses, ``torch.get_num_threads()``).
         data: the model's bytes, when they are not the file's own (a decrypted ``.etlt``).
+        spin: let idle worker threads spin (see :func:`make_session`).
     """
 
     def __init__(
@@ -85,9 +86,10 @@ class OnnxSource(ArraySource):
         stage: int | None = None,
         threads: int | None = None,
         data: bytes | None = None,
+        spin: bool = True,
     ):
         super().__init__(path, io, normalization, stage=stage)
-        self.session = make_session(self.path, threads, data=data)
+        self.session = make_session(self.path, threads, spin=spin, data=data)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -97,7 +99,12 @@ class OnnxSource(ArraySource):
 
 
 def make_session(
-    path: str | Path, threads: int | None = None, *, spin: bool = True, data: bytes | None = None
+    path: str | Path,
+    threads: int | None = None,
+    *,
+    spin: bool = True,
+    data: bytes | None = None,
+    dims: dict[str, int] | None = None,
 ):
     """An ONNX Runtime CPU session with every graph optimisation (QDQ -> integer kernels).
 
@@ -109,6 +116,8 @@ def make_session(
             that alternates ONNX Runtime with other work (a benchmark timing PyTorch between
             runs) turns it off: the spinning threads take the cores the other work needs.
         data: the model's bytes, already in memory (a decrypted ``.etlt``).
+        dims: fix named dynamic dimensions (bpnet export names them ``batch``, ``height``,
+            ``width``): the session plans its memory for that one shape (a benchmark's cell).
 
     Raises:
         BpnetError: ONNX Runtime cannot load the model (names the file).
@@ -128,6 +137,8 @@ def make_session(
     options.inter_op_num_threads = 1
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for name, value in (dims or {}).items():
+        options.add_free_dimension_override_by_name(name, value)
     try:
         model = data if data is not None else str(path)
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -75,13 +75,13 @@ def evaluate(commands) -> None:
     add_key(add)
     add_dataset(add)
     add("-r", "--results_dir", type=Path, required=True, help="folder for the result files")
-    spec = "training spec of --oracle and --detections; default: the inference spec's train_spec"
-    add("-e", "--experiment_spec", metavar="SPEC", type=Path, help=spec)
+    add("-e", "--experiment_spec", metavar="SPEC", type=Path, help="spec of --oracle, --detections")
     add("--oracle", action="store_true", help="AP of the decoder alone, on the ground truth")
     where = ("network", "full")
     text = "the oracle at the network's inputs or at full image resolution"
     add("--oracle_resolution", "--oracle-resolution", choices=where, default=where[0], help=text)
     add("--bf16", action="store_true", help="bfloat16 autocast, channels-last (.pth models)")
+    add("--runtime", choices=("auto", "onnxruntime", "openvino"), help="what runs .onnx models")
     add("--detections", type=Path, help="score this COCO keypoint results file")
 
     inference = "find people in images with a .pth, .onnx or .engine model"
@@ -98,7 +98,8 @@ def evaluate(commands) -> None:
     add("-r", "--results_dir", type=Path, required=True, help="folder for the results")
     add("--dump_visualizations", action="store_true", help=f"{TAO}: pictures are drawn anyway")
     add("--no_visualizations", dest="draw", action="store_false", help="draw no pictures")
-    add("--threads", type=int, help="ONNX Runtime threads; default: as many as PyTorch's")
+    add("--threads", type=int, help="ONNX Runtime / OpenVINO threads; default: PyTorch's count")
+    add("--runtime", choices=("auto", "onnxruntime", "openvino"), help="what runs .onnx models")
     add("--strict", action="store_true", help="stop at the first unreadable image")
 
 
@@ -116,15 +117,14 @@ def prune(commands) -> None:
     add("-n", "--normalizer", default="max", help="per-layer normalisation: max or L2")
     add("-el", "--excluded_layers", nargs="*", default=[], metavar="LAYER", help="convs left whole")
     add("--sweep", metavar="T1,T2,...", help="print the cost at each threshold, write no model")
-    size = "input size the GMACs are counted at; default: the model's training image_dims"
-    add("--input_size", type=int, nargs=2, metavar=("H", "W"), help=size)
+    add("--input_size", type=int, nargs=2, metavar=("H", "W"), help="where GMACs are counted")
     add("--report", type=Path, help="JSON report; default: <OUT stem>_prune_report.json")
     add("--force", action="store_true", help="replace an existing -o or --report file")
     add_key(add, "the pruned model")
 
 
 def bench(commands) -> None:
-    """``bpnet bench data|decode``."""
+    """``bpnet bench data|decode|model``."""
     actions = add_group(commands, "bench", "speed benchmarks (docs/BENCHMARKS.md)", "WHAT")
     data = "data pipeline throughput (samples/s per core)"
     add = add_command(actions, "data", "bpnet.bench.data:bench_data_command", data)
@@ -139,6 +139,18 @@ def bench(commands) -> None:
     add_inference_spec(add)
     add("--people", type=int, nargs="+", default=[1, 5, 20], help="people per frame")
     add("--frames", type=int, default=20, help="frames per count")
+    model = "network ms/frame and FPS: models x sizes x runtimes x batches, vs OpenPose"
+    add = add_command(actions, "model", "bpnet.bench.model:bench_model_command", model)
+    add("-m", "--model", dest="models", metavar="MODEL", type=Path, action="append", required=True)
+    add("-r", "--results_dir", type=Path, required=True, help="bench.json, bench.md, plots")
+    add("--sizes", default="224x320,288x384,320x448,368x656", help="network inputs, HxW,...")
+    add("--runtimes", default="torch,ort,ort-int8,openvino,openvino-int8", help="+ openvino-bf16")
+    add("--batch", default="1,4", help="batch sizes, ...")
+    add("--rounds", type=int, default=5, help="timed rounds, each calling every cell once")
+    add("--baseline", default="openpose_coco", help="a preset (random weights), a model or none")
+    add("--ap", action="append", metavar="NAME[:RUNTIME]=AP", help="a model's AP (repeatable)")
+    add("--end_to_end", action="store_true", help="also time pixels -> people (batch 1)")
+    add("--cal_image_dir", type=Path, help="INT8 calibration images, the end-to-end picture")
 
 
 def export(commands) -> None:
@@ -159,8 +171,7 @@ def export(commands) -> None:
     add("-d", "--input_dims", metavar="H,W,C", help="fixed input size; default: dynamic H, W")
     layouts = ("channels_last", "channels_first")
     add("-i", "--data_format", choices=layouts, default=layouts[0], help="NHWC or NCHW")
-    deployable = "write the deployable model: raw pixels in, [PAF, heatmap] out"
-    add("--sdk_compatible_model", dest="sdk_compatible", action="store_true", help=deployable)
+    add("--sdk_compatible_model", dest="sdk_compatible", action="store_true", help="deployable")
     add("-u", "--upsample_ratio", type=int, default=4, help="deployable model's PAF upsampling")
     dtypes = ("uint8", "float32")
     add("--sdk_input_dtype", choices=dtypes, default=dtypes[0], help="deployable model's input")
@@ -168,8 +179,7 @@ def export(commands) -> None:
     add("--cal_method", choices=methods, default=methods[0], help="INT8 activation ranges")
     add("--reduce_range", action="store_true", help="7-bit INT8 weights")
     add("--sensitivity", choices=("auto", "off"), default="auto", help="keep fragile nodes FP32")
-    margin = "auto: a node whose SQNR alone is DB below the median node's stays FP32"
-    add("--sensitivity_margin", type=float, default=10.0, metavar="DB", help=margin)
+    add("--sensitivity_margin", type=float, default=10.0, metavar="DB", help="auto's FP32 margin")
     add("--keep_fp32", default="", metavar="NODE,...", help="ONNX nodes to keep in FP32")
     add("--max_batch_size", type=int, default=1, help="largest batch of a TensorRT engine")
     add("--force", action="store_true", help="overwrite existing outputs")

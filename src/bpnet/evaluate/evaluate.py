@@ -53,6 +53,7 @@ def run_evaluation(
     detections: str | Path | None = None,
     bf16: bool = False,
     key: str | None = None,
+    runtime: str | None = None,
 ) -> EvalReport:
     """``bpnet evaluate``: score a model, the oracle (the decoder alone) or a results file.
 
@@ -71,9 +72,12 @@ def run_evaluation(
         detections: score this COCO keypoint results file instead of running anything.
         bf16: bfloat16 autocast (``.pth`` models).
         key: TAO's ``-k``: the key an encrypted model was written with.
+        runtime: ``auto`` or None (the file's own), ``onnxruntime`` or ``openvino`` (``.onnx``
+            files; :data:`bpnet.inference.runtime.RUNTIMES`).
 
     Raises:
-        BpnetError: no model, or a model with ``oracle`` or ``detections``; bad files.
+        BpnetError: no model, or a model with ``oracle`` or ``detections``; bad files; a
+            runtime that cannot run the model.
     """
     train_spec = load_experiment_spec(experiment_spec or spec.train_spec)
     pose = resolve_pose_config(train_spec.dataloader)
@@ -97,8 +101,10 @@ def run_evaluation(
             raise BpnetError("bpnet evaluate: give a model with -m MODEL, or use --oracle")
         loaded = load_model(model, key=key)
         pose, train_spec = loaded.pose, loaded.train_spec  # what the model was trained with
-        source = loaded.source(stage=spec.output_stage_to_use, bf16=bf16)
+        source = loaded.source(stage=spec.output_stage_to_use, bf16=bf16, runtime=runtime)
         resolution, label = "network", str(model)
+        if runtime not in (None, "auto"):
+            label += f" on {runtime}"
     report = evaluate(
         root, split, results_dir, source, pose, spec, resolution=resolution, label=label
     )

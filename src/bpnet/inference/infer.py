@@ -117,6 +117,7 @@ def run_inference(
     threads: int | None = None,
     key: str | None = None,
     strict: bool = False,
+    runtime: str | None = None,
     say: Callable[[str], None] = print,
 ) -> dict:
     """Find people in every image and write the results.
@@ -134,9 +135,10 @@ def run_inference(
         input_type: ``image``, ``dir`` or ``json`` (see :func:`find_inputs`); None: from
             ``source``.
         draw: write the pictures with skeletons.
-        threads: ONNX Runtime threads (None: as many as PyTorch uses).
+        threads: ONNX Runtime / OpenVINO threads (None: as many as PyTorch uses).
         key: TAO's ``-k``: the key an encrypted model was written with.
         strict: stop at the first unreadable image (nothing is written) instead of skipping it.
+        runtime: ``auto`` or None (the file's own), ``onnxruntime`` or ``openvino`` (.onnx).
         say: where each image's line goes.
 
     Returns:
@@ -156,7 +158,7 @@ def run_inference(
     results_dir = check_output_dir(results_dir)
     loaded = load_model(model, key=key)
     pose = loaded.pose
-    source_ = loaded.source(stage=spec.output_stage_to_use, threads=threads)
+    source_ = loaded.source(stage=spec.output_stage_to_use, threads=threads, runtime=runtime)
     predictor = Predictor(source_, pose, spec)
     detections: list[dict] = []
     skipped: list[tuple[Path, str]] = []

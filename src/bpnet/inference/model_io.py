@@ -245,6 +245,27 @@ class ExportedSource:
         raise NotImplementedError
 
 
+class ArraySource(ExportedSource):
+    """An exported model whose runtime takes the prepared input as a numpy array and returns
+    named arrays (ONNX Runtime, OpenVINO): one picture, or several of one size as a batch.
+    Subclasses implement :meth:`outputs`."""
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return maps_from_outputs(self.outputs(x), self.io, self.stage)
+
+    def batch(self, images: list[np.ndarray], geometry) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several pictures of one size through the network as one batch (video frames);
+        bpnet export leaves the batch dimension dynamic."""
+        self.io.check_size(geometry.size, str(self.path))
+        rgb = np.stack([warp_rgb(image, geometry) for image in images])  # (N, h, w, 3)
+        outputs = self.outputs(network_input(rgb, self.io, self.normalization))
+        return [maps_from_outputs(outputs, self.io, self.stage, i) for i in range(len(images))]
+
+    def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """A prepared input batch -> output name -> array."""
+        raise NotImplementedError
+
+
 def _chw(array: np.ndarray, layout: str) -> np.ndarray:
     return array if layout == "NCHW" else array.transpose(2, 0, 1)
 

@@ -15,13 +15,7 @@ import numpy as np
 from bpnet.config.spec import NormalizationParams
 from bpnet.errors import BpnetError
 from bpnet.inference import model_io as mio
-from bpnet.inference.model_io import (
-    ExportedSource,
-    ModelIO,
-    maps_from_outputs,
-    network_input,
-    warp_rgb,
-)
+from bpnet.inference.model_io import ArraySource, ModelIO
 
 
 def read_onnx_metadata(path: str | Path, data: bytes | None = None) -> dict[str, str]:
@@ -73,13 +67,14 @@ def read_onnx_metadata(path: str | Path, data: bytes | None = None) -> dict[str,
     return props
 
 
-class OnnxSource(ExportedSource):
-    """Run an exported model with ONNX Runtime on each network input (pre-processing and
-    arguments: :class:`~bpnet.inference.model_io.ExportedSource`).
+class OnnxSource(ArraySource):
+    """Run an exported model with ONNX Runtime on each network input or batch (pre-processing
+    and arguments: :class:`~bpnet.inference.model_io.ExportedSource`).
 
     Args:
         threads: intra-op threads (None: as many as PyTorch uses, ``torch.get_num_threads()``).
         data: the model's bytes, when they are not the file's own (a decrypted ``.etlt``).
+        spin: let idle worker threads spin (see :func:`make_session`).
     """
 
     def __init__(
@@ -91,21 +86,11 @@ class OnnxSource(ExportedSource):
         stage: int | None = None,
         threads: int | None = None,
         data: bytes | None = None,
+        spin: bool = True,
     ):
         super().__init__(path, io, normalization, stage=stage)
-        self.session = make_session(self.path, threads, data=data)
+        self.session = make_session(self.path, threads, spin=spin, data=data)
         self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return maps_from_outputs(self.outputs(x), self.io, self.stage)
-
-    def batch(self, images: list[np.ndarray], geometry) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Several pictures of one size through the network as one batch (video frames);
-        bpnet export leaves the batch dimension dynamic."""
-        self.io.check_size(geometry.size, str(self.path))
-        rgb = np.stack([warp_rgb(image, geometry) for image in images])  # (N, h, w, 3)
-        outputs = self.outputs(network_input(rgb, self.io, self.normalization))
-        return [maps_from_outputs(outputs, self.io, self.stage, i) for i in range(len(images))]
 
     def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """A prepared input batch -> output name -> array."""
@@ -114,7 +99,12 @@ class OnnxSource(ExportedSource):
 
 
 def make_session(
-    path: str | Path, threads: int | None = None, *, spin: bool = True, data: bytes | None = None
+    path: str | Path,
+    threads: int | None = None,
+    *,
+    spin: bool = True,
+    data: bytes | None = None,
+    dims: dict[str, int] | None = None,
 ):
     """An ONNX Runtime CPU session with every graph optimisation (QDQ -> integer kernels).
 
@@ -126,6 +116,8 @@ def make_session(
             that alternates ONNX Runtime with other work (a benchmark timing PyTorch between
             runs) turns it off: the spinning threads take the cores the other work needs.
         data: the model's bytes, already in memory (a decrypted ``.etlt``).
+        dims: fix named dynamic dimensions (bpnet export names them ``batch``, ``height``,
+            ``width``): the session plans its memory for that one shape (a benchmark's cell).
 
     Raises:
         BpnetError: ONNX Runtime cannot load the model (names the file).
@@ -145,6 +137,8 @@ def make_session(
     options.inter_op_num_threads = 1
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for name, value in (dims or {}).items():
+        options.add_free_dimension_override_by_name(name, value)
     try:
         model = data if data is not None else str(path)
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -11,6 +11,9 @@ suffix         runtime           what it is
 ``.engine``    TensorRT          ``bpnet export --engine_file`` output (GPU)
 =============  ================  ===================================================
 
+``--runtime openvino`` (:data:`RUNTIMES`) runs a ``.onnx`` / ``.etlt`` file with OpenVINO
+instead of ONNX Runtime (:mod:`bpnet.inference.openvino_source`, an optional extra).
+
 Each comes back as a :class:`LoadedModel` whose :meth:`LoadedModel.source` is a
 :class:`~bpnet.inference.pipeline.MapSource`; the skeleton and the training spec come from the
 file itself (checkpoint keys, ONNX metadata, or the engine's ``.json``), so no other file is
@@ -41,6 +44,8 @@ from bpnet.pose.skeleton import parse_pose_config
 
 ONNX_SUFFIXES = (".onnx", ".etlt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+# what --runtime may ask for; auto: the file's own (its suffix, table above)
+RUNTIMES = ("auto", "onnxruntime", "openvino")
 
 
 @dataclass
@@ -68,25 +73,40 @@ class LoadedModel:
     data: bytes | None = None
 
     def source(
-        self, *, stage: int | None = None, bf16: bool = False, threads: int | None = None
+        self,
+        *,
+        stage: int | None = None,
+        bf16: bool = False,
+        threads: int | None = None,
+        runtime: str | None = None,
     ) -> MapSource:
         """A map source for :func:`bpnet.evaluate.evaluate.evaluate`.
 
         Args:
             stage: 1-based stage whose maps are decoded; None is the last.
             bf16: bfloat16 autocast (PyTorch checkpoints only).
-            threads: ONNX Runtime intra-op threads (None: as many as PyTorch uses).
+            threads: ONNX Runtime / OpenVINO threads (None: as many as PyTorch uses).
+            runtime: one of :data:`RUNTIMES`; ``auto`` or None (or the file's own runtime) runs
+                the file as its suffix says, ``openvino`` runs an ONNX file with OpenVINO.
 
         Raises:
-            BpnetError: ``bf16`` for an exported model, or a stage it does not output.
+            BpnetError: ``bf16`` for an exported model, a stage it does not output, or a
+                runtime that cannot run this kind of file.
         """
         normalization = self.train_spec.dataloader.normalization_params
+        self._check_runtime(runtime)
         if self.runtime == "torch":
             return TorchSource(self.model, normalization, stage=stage, autocast_bf16=bf16)
         if bf16:
             raise BpnetError(
                 f"{self.path}: --bf16 applies to .pth models; an exported model runs at the "
                 f"precision it was exported with ({self.data_type})"
+            )
+        if runtime == "openvino":
+            from bpnet.inference.openvino_source import OpenVinoSource
+
+            return OpenVinoSource(
+                self.path, self.io, normalization, stage=stage, threads=threads, data=self.data
             )
         if self.runtime == "onnxruntime":
             from bpnet.inference.onnx_source import OnnxSource
@@ -97,6 +117,25 @@ class LoadedModel:
         from bpnet.inference.tensorrt_source import TensorRTSource
 
         return TensorRTSource(self.path, self.io, normalization, stage=stage)
+
+    def _check_runtime(self, runtime: str | None) -> None:
+        """Fail clearly when ``runtime`` cannot run this file."""
+        if runtime is None:
+            return
+        if runtime not in RUNTIMES:
+            raise BpnetError(f"--runtime {runtime}: choose one of {', '.join(RUNTIMES)}")
+        if runtime in ("auto", self.runtime):
+            return
+        if runtime == "openvino" and self.runtime == "onnxruntime":
+            return
+        if self.runtime == "torch":
+            fix = f"export it first: bpnet export -m {self.path} -o {self.path.stem}.onnx"
+        else:
+            fix = "use --runtime auto"
+        raise BpnetError(
+            f"{self.path}: --runtime {runtime} cannot run this file (its runtime is "
+            f"{self.runtime}; openvino runs .onnx / .etlt files); {fix}"
+        )
 
 
 def load_model(

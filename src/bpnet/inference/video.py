@@ -207,6 +207,7 @@ def run_video(
     key: str | None = None,
     batch_size: int = 4,
     max_frames: int | None = None,
+    runtime: str | None = None,
 ) -> VideoSummary:
     """Find and track the people of a video file or a camera, and write the results.
 
@@ -217,12 +218,13 @@ def run_video(
         spec: input geometry and decoder settings.
         input_type: ``video`` or ``camera``; None: ``video``.
         draw: write the annotated video.
-        threads: ONNX Runtime threads (None: as many as PyTorch uses).
+        threads: ONNX Runtime / OpenVINO threads (None: as many as PyTorch uses).
         key: the key an encrypted model was written with.
-        batch_size: frames per network batch (PyTorch and ONNX Runtime; a TensorRT engine
+        batch_size: frames per network batch (PyTorch, ONNX Runtime, OpenVINO; a TensorRT engine
             runs them one at a time).
         max_frames: stop after this many frames (None: the whole video; a camera runs until
             Ctrl-C).
+        runtime: ``auto`` or None (the file's own), ``onnxruntime`` or ``openvino`` (.onnx).
 
     Raises:
         BpnetError: no model, a bad count, an unwritable folder, a video or camera that cannot
@@ -241,7 +243,7 @@ def run_video(
     video = open_video(source, input_type or "video")
     try:
         loaded = load_model(model, key=key)
-        map_source = loaded.source(stage=spec.output_stage_to_use, threads=threads)
+        map_source = loaded.source(stage=spec.output_stage_to_use, threads=threads, runtime=runtime)
         predictor = Predictor(map_source, loaded.pose, spec)
     except BaseException:
         video.capture.release()

@@ -27,8 +27,7 @@ def dataset(commands) -> None:
     add("--train", type=int, default=1000, help="train images")
     add("--val", type=int, default=200, help="val images")
     add("--seed", type=int, default=0, help="random seed; same seed, same bytes")
-    hard = ("standard", "easy")
-    add("--difficulty", choices=hard, default=hard[0], help="easy: 1-3 people, none small")
+    add("--difficulty", choices=("standard", "easy"), default="standard", help="of the scenes")
     add("--force", action="store_true", help="replace a non-empty --out folder")
 
     stats = "validate a split and print its statistics"
@@ -90,8 +89,7 @@ def evaluate(commands) -> None:
     add_key(add)
     source = "an image, a folder of images, a JSON list of them, a video or a camera index"
     add("--input", dest="source", metavar="INPUT", type=Path, required=True, help=source)
-    kinds = ("image", "dir", "json", "video", "camera")
-    add("--input_type", choices=kinds, help="what --input is")
+    add("--input_type", choices=("image", "dir", "json", "video", "camera"), help="--input is")
     add("--batch_size", type=int, default=4, help="video frames per network batch")
     add("--max_frames", type=int, help="stop a video or camera after this many frames")
     add_inference_spec(add)

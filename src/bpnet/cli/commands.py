@@ -89,7 +89,7 @@ def evaluate(commands) -> None:
     add_key(add)
     source = "an image, a folder of images, a JSON list of them, a video or a camera index"
     add("--input", dest="source", metavar="INPUT", type=Path, required=True, help=source)
-    add("--input_type", choices=("image", "dir", "json", "video", "camera"), help="--input is")
+    add("--input_type", choices=("image", "dir", "json", "video", "camera"), help="what --input is")
     add("--batch_size", type=int, default=4, help="video frames per network batch")
     add("--max_frames", type=int, help="stop a video or camera after this many frames")
     add_inference_spec(add)

@@ -16,6 +16,7 @@ LAYERS = (
     {"evaluate", "export"},
     {"train", "bench"},
     {"prune", "convert"},
+    {"demo"},  # the whole workflow: every layer below
     {"cli", "__main__"},
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

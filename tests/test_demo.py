@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bpnet.cli import build_parser
 from bpnet.config import load_experiment_spec, resolve_pose_config
-from bpnet.demo import DemoSettings, run_demo
+from bpnet.demo import DEFAULT_BUDGET_MINUTES, DemoSettings, run_demo
 from bpnet.errors import BpnetError
 from bpnet.models import build_model, save_checkpoint
 
@@ -157,3 +158,10 @@ def test_a_folder_of_other_files_is_refused(settings, tmp_path):
     (tmp_path / "old" / "train").mkdir(parents=True)  # say, an earlier `make demo`'s checkpoints
     with pytest.raises(BpnetError, match="not a bpnet demo run"):
         run_demo(tmp_path / "old", settings=settings)
+
+
+def test_the_cli_default_budget_is_the_library_default():
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    budget = next(a for a in demo._actions if a.dest == "budget_minutes")
+    assert budget.default is None  # run_demo applies DEFAULT_BUDGET_MINUTES
+    assert f"(default: {DEFAULT_BUDGET_MINUTES:g})" in budget.help

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from bpnet import __version__
-from bpnet.cli.commands import bench, convert, dataset, evaluate, export, prune, train
+from bpnet.cli.commands import bench, convert, dataset, demo, evaluate, export, prune, train
 from bpnet.errors import BpnetError
 
 EXIT_USER_ERROR = 2
-COMMAND_GROUPS = (dataset, train, evaluate, prune, bench, export, convert)  # --help's order
+COMMAND_GROUPS = (dataset, train, evaluate, prune, bench, export, convert, demo)  # --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:

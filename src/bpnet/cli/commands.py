@@ -208,3 +208,11 @@ def convert(commands) -> None:
     add("--layout", type=Path, help="--from onnx: the YAML layout of its input and outputs")
     add("--force", action="store_true", help="overwrite an existing output")
     add_key(add, "the output")
+
+
+def demo(commands) -> None:
+    """``bpnet demo``."""
+    add = add_command(commands, "demo", "bpnet.demo:demo_command", "the whole workflow, one report")
+    add("-r", "--results_dir", dest="out", type=Path, default=Path("runs/demo"), help="its folder")
+    add("--budget", dest="budget_minutes", type=float, help="training minutes (default: 7)")
+    add("--data", type=Path, help="a COCO-layout dataset root instead of synthetic pictures")

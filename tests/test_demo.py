@@ -162,6 +162,6 @@ def test_a_folder_of_other_files_is_refused(settings, tmp_path):
 
 def test_the_cli_default_budget_is_the_library_default():
     demo = build_parser()._subparsers._group_actions[0].choices["demo"]
-    budget = next(a for a in demo._actions if a.dest == "budget_minutes")
+    budget = next(a for a in demo._actions if a.dest == "budget")
     assert budget.default is None  # run_demo applies DEFAULT_BUDGET_MINUTES
     assert f"(default: {DEFAULT_BUDGET_MINUTES:g})" in budget.help

@@ -127,9 +127,10 @@ class DemoSettings:
     pictures: int = 4
 
 
-def demo_command(out: Path, budget_minutes: float | None, data: Path | None) -> str:
-    """``bpnet demo``: :func:`run_demo`; returns the terminal table."""
-    return run_demo(out, budget_minutes, data)["table"]
+def demo_command(out: Path, budget: float | None, data: Path | None) -> str:
+    """``bpnet demo``: :func:`run_demo` with ``budget`` training minutes; returns the terminal
+    table."""
+    return run_demo(out, budget, data)["table"]
 
 
 def run_demo(
@@ -248,6 +249,8 @@ class Demo:
         for path in (s.train_spec, s.strict_spec, s.synthetic_spec, s.photo_spec):
             if not Path(path).is_file():
                 raise BpnetError(f"{path}: spec not found; run bpnet demo from the repository root")
+        if self.data_root is not None:
+            find_splits(self.data_root)
         if not Path(s.pretrained).is_file():
             raise BpnetError(
                 f"{s.pretrained}: the imported network the demo fine-tunes is missing; run "

@@ -9,6 +9,7 @@ import pytest
 from bpnet.cli import build_parser
 from bpnet.config import load_experiment_spec, resolve_pose_config
 from bpnet.demo import DEFAULT_BUDGET_MINUTES, DemoSettings, run_demo
+from bpnet.demo.run import Demo, find_splits
 from bpnet.errors import BpnetError
 from bpnet.models import build_model, save_checkpoint
 
@@ -158,6 +159,21 @@ def test_a_folder_of_other_files_is_refused(settings, tmp_path):
     (tmp_path / "old" / "train").mkdir(parents=True)  # say, an earlier `make demo`'s checkpoints
     with pytest.raises(BpnetError, match="not a bpnet demo run"):
         run_demo(tmp_path / "old", settings=settings)
+
+
+def test_data_takes_a_coco_layout_dataset(settings, tiny_coco, coco_fixture, tmp_path):
+    assert find_splits(coco_fixture) == ("train2017", "val2017")
+    demo = Demo(tmp_path / "out", 1.0, tiny_coco, settings, say=print)
+    record = demo.data(tmp_path / "out" / "data")
+    assert (record["root"], record["train_split"], record["val_split"]) == (
+        str(tiny_coco),
+        "train",
+        "val",
+    )
+    assert not record["synthetic"] and record["counts"]["train"]["with_people"] == 4
+    assert demo.default_spec == settings.photo_spec  # real photos: default mode at 368
+    with pytest.raises(BpnetError, match="COCO layout"):
+        find_splits(tmp_path)
 
 
 def test_the_cli_default_budget_is_the_library_default():

@@ -435,7 +435,7 @@ def terminal_table(report: dict, out: Path) -> str:
         first = rows[0]
         what = name.replace("_", " ")
         lines.append(f"COCO AP, {what}: {first['data']} ({first['images']} pictures)")
-        lines.append(f"{'model':<27}{'form':<19}" + "".join(f"{m:>26}" for m in modes))
+        lines.append(f"{'model':<27}{'form':<17}" + "".join(f"{m:>26}" for m in modes))
         lines.append(" " * 44 + ("  " + "".join(f"{k:>6}" for k in keys)) * len(modes))
         for model, form in dict.fromkeys((r["model"], r["form"]) for r in rows):
             cells = ""

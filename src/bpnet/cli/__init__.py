@@ -5,8 +5,6 @@ Each command names that function (:mod:`bpnet.cli.commands`). Errors a user can 
 command.
 """
 
-from __future__ import annotations
-
 import argparse
 import importlib
 import sys
@@ -23,8 +21,7 @@ COMMAND_GROUPS = (dataset, train, evaluate, prune, bench, export, convert, demo)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpnet",
-        description="Bottom-up multi-person pose estimation (heatmaps + PAFs): the BodyPoseNet "
-        "workflow on CPU or GPU.",
+        description="Bottom-up multi-person pose estimation: TAO BodyPoseNet's workflow, any CPU.",
         epilog="details of every command: docs/CLI.md",
     )
     parser.add_argument("--version", action="version", version=f"bpnet {__version__}")

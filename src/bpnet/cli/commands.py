@@ -185,9 +185,8 @@ def export(commands) -> None:
 
     actions = add_group(commands, "calibration", "INT8 calibration helpers")
     sample = "copy N images with enough labelled people (TAO's helper)"
-    add = add_command(
-        actions, "sample", "bpnet.export.calibration:calibration_sample_command", sample
-    )
+    target = "bpnet.export.calibration:calibration_sample_command"
+    add = add_command(actions, "sample", target, sample)
     add("-a", "--annotations", type=Path, required=True, help="COCO keypoints JSON")
     add("-i", "--images", type=Path, required=True, help="the folder of its file_names")
     add("-o", "--out", type=Path, required=True, help="new or empty folder")

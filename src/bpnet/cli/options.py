@@ -4,8 +4,6 @@ Options are spelled as TAO spells them (``--experiment_spec``, ``--results_dir``
 has the option; other spellings are aliases, listed beside it in ``--help``.
 """
 
-from __future__ import annotations
-
 import argparse
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +15,7 @@ class HelpFormatter(argparse.HelpFormatter):
     """Each option's help line ends with its default, where there is one worth showing."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        default = action.default
-        if default in (None, "", [], argparse.SUPPRESS) or isinstance(default, bool):
+        if action.default in (None, "", [], argparse.SUPPRESS) or isinstance(action.default, bool):
             return action.help
         return f"{action.help} (default: %(default)s)"
 
@@ -46,9 +43,8 @@ def add_group(commands, name: str, help: str, metavar: str = "ACTION"):
 def add_experiment_spec(add: AddArgument, required: bool = True) -> None:
     """``-e SPEC`` and repeatable ``-o KEY.SUB=VALUE`` overrides of its fields."""
     text = "experiment spec YAML" + ("" if required else "; default: TAO's defaults")
-    add(
-        "-e", "--experiment_spec", "--spec", metavar="SPEC", type=Path, required=required, help=text
-    )
+    names = ("-e", "--experiment_spec", "--spec")
+    add(*names, metavar="SPEC", type=Path, required=required, help=text)
     add_overrides(add, "KEY.SUB=VALUE", "dataloader.batch_size=4")
 
 

@@ -1,10 +1,13 @@
-"""The decoder's fast path: peak search on the output grid, against the x8 search it replaces."""
+"""The decoder's fast path: peak search on the output grid, limb scoring by a NumPy bilinear
+gather, fragment merging on one distance matrix; each against the slower path it replaced."""
 
+import cv2
 import numpy as np
 import pytest
 
 from bpnet.bench.decode import synthetic_people
 from bpnet.decode import find_peaks
+from bpnet.decode.paf import _bridges, _gaps, line_integrals, merge_fragments
 from bpnet.grid import to_input
 from bpnet.pose import load_pose_config
 from bpnet.targets import encode
@@ -85,3 +88,93 @@ def test_grid_search_without_refinement_gives_cell_centres():
     [peak] = find_peaks(encoded(kp).heatmaps[:18], upsampling_factor=GRID, refine=False)[0]
     np.testing.assert_allclose(peak[:2], to_input(np.rint((peak[:2] - 3.5) / 8), 8))
     assert np.abs(peak[:2] - [100.3, 50.6]).max() <= 4.0
+
+
+def test_line_integrals_read_the_linearly_upsampled_field():
+    """Sampling the grid bilinearly equals reading the PAF upsampled by the stride (cv2.resize,
+    linear, half-pixel mapping) at the sample points: the old path, without building it."""
+    rng = np.random.default_rng(4)
+    pafs = cv2.GaussianBlur(rng.uniform(-1, 1, (46, 46, 38)).astype(np.float32), (5, 5), 1.5)
+    up = cv2.resize(pafs, (368, 368), interpolation=cv2.INTER_LINEAR)  # (368, 368, 38)
+    pafs = np.ascontiguousarray(pafs.transpose(2, 0, 1))
+    count, samples = 300, 10
+    limb = rng.integers(0, 19, count)
+    # integer end points a multiple of 9 px apart in x and y, so that every sample is a pixel
+    starts = rng.integers(0, 368, (count, 2))
+    ends = starts + rng.integers(-12, 13, (count, 2)) * (samples - 1)
+    keep = np.all((ends >= 0) & (ends < 368), axis=1) & np.any(ends != starts, axis=1)
+    limb, starts, ends = limb[keep], starts[keep], ends[keep]
+    assert len(limb) > 100
+    scores, _ = line_integrals(
+        pafs, limb, starts.astype(np.float32), ends.astype(np.float32), stride=8,
+        samples=samples, paf_threshold=-2.0, min_fraction=0.0,
+    )  # fmt: skip
+    t = np.linspace(0, 1, samples)
+    points = np.rint(starts[:, None] + t[:, None] * (ends - starts)[:, None]).astype(int)
+    unit = (ends - starts) / np.linalg.norm(ends - starts, axis=1, keepdims=True)
+    field = np.stack(
+        [up[points[..., 1], points[..., 0], 2 * limb[:, None] + k] for k in (0, 1)], axis=-1
+    )  # (M, S, 2)
+    expected = (field * unit[:, None]).sum(-1).mean(-1)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def brute_force_bridges(found: np.ndarray, xy: np.ndarray, limbs: np.ndarray) -> np.ndarray:
+    """:func:`merge_fragments`' bridge, from its definition, one gap at a time."""
+    count, joints = found.shape
+    neighbours = {j: set() for j in range(joints)}
+    for a, b in limbs.tolist():
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    gaps = [(m,) for m in range(joints)] + [tuple(p) for p in limbs.tolist()]
+    gaps += [(b, a) for a, b in limbs.tolist()]
+    bridge = np.full((count, count), np.inf)
+    for g1 in range(count):
+        for g2 in range(count):
+            for gap in gaps:
+                if g1 == g2 or found[g1, list(gap)].any() or found[g2, list(gap)].any():
+                    continue
+                for j1 in neighbours[gap[0]]:
+                    for j2 in neighbours[gap[-1]]:
+                        if found[g1, j1] and found[g2, j2]:
+                            d = np.linalg.norm(xy[g1, j1] - xy[g2, j2])
+                            bridge[g1, g2] = bridge[g2, g1] = min(bridge[g1, g2], d)
+    return bridge
+
+
+def test_bridges_follow_their_definition(monkeypatch):
+    limbs = np.asarray(POSE.limbs)
+    rng = np.random.default_rng(5)
+    people = synthetic_people(rng, 3, SIZE)
+    pieces = []
+    for person in people:  # each person cut into random pieces
+        labels = rng.integers(0, 3, 18)
+        for label in range(3):
+            piece = np.where((labels == label)[:, None], person, 0.0)
+            if piece[:, 2].any():
+                pieces.append(piece)
+    pieces = np.asarray(pieces, np.float32)
+    found, xy = pieces[..., 2] > 0, pieces[..., :2].astype(np.float64)
+    expected = brute_force_bridges(found, xy, limbs)
+    gaps = _gaps(limbs.tobytes(), 18, 2)
+    np.testing.assert_allclose(_bridges(found, xy, gaps), expected)
+    # the distance matrix in blocks of a few joints gives the same bridges
+    monkeypatch.setattr("bpnet.decode.paf._BRIDGE_BLOCK", 5)
+    np.testing.assert_allclose(_bridges(found, xy, gaps), expected)
+    group = merge_fragments(pieces, limbs)
+    assert len(np.unique(group)) <= len(people) + 1
+
+
+def test_whole_people_are_never_merging_candidates():
+    whole = synthetic_people(np.random.default_rng(6), 4, SIZE)
+    np.testing.assert_array_equal(merge_fragments(whole, np.asarray(POSE.limbs)), np.arange(4))
+
+
+def test_finite_maps_are_not_copied_and_broken_ones_are_cleaned():
+    from bpnet.decode.decoder import _clean
+
+    maps = np.ones((3, 4, 4), np.float32)
+    assert _clean(maps) is maps
+    maps[0, 0, 0] = np.nan
+    cleaned = _clean(maps)
+    assert cleaned is not maps and cleaned[0, 0, 0] == 0 and np.isnan(maps[0, 0, 0])

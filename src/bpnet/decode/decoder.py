@@ -238,5 +238,9 @@ def _people(
 
 
 def _clean(array: np.ndarray) -> np.ndarray:
-    """float32 copy with NaN and infinities set to 0 (a broken map finds nothing there)."""
-    return np.nan_to_num(np.asarray(array, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    """float32 maps with NaN and infinities set to 0 (a broken map finds nothing there); finite
+    float32 maps come back as they are (the decoder only reads them)."""
+    array = np.asarray(array, np.float32)
+    if np.isfinite(array).all():
+        return array
+    return np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bpnet.bench.decode import synthetic_people
-from bpnet.decode import find_peaks
+from bpnet.decode import DecoderParams, decode, find_peaks
 from bpnet.decode.paf import _bridges, _gaps, line_integrals, merge_fragments
 from bpnet.grid import to_input
 from bpnet.pose import load_pose_config
@@ -178,3 +178,15 @@ def test_finite_maps_are_not_copied_and_broken_ones_are_cleaned():
     maps[0, 0, 0] = np.nan
     cleaned = _clean(maps)
     assert cleaned is not maps and cleaned[0, 0, 0] == 0 and np.isnan(maps[0, 0, 0])
+
+
+def test_decoding_on_the_grid_is_the_default_and_agrees_with_x8():
+    assert DecoderParams().upsampling_factor == GRID
+    rng = np.random.default_rng(7)
+    truth = synthetic_people(rng, 8, SIZE)
+    t = encoded(truth)
+    grid = decode(t.heatmaps, t.pafs, POSE)
+    full = decode(t.heatmaps, t.pafs, POSE, DecoderParams(upsampling_factor=(8, 8)))
+    assert len(grid) == len(full) == 8
+    np.testing.assert_allclose(grid.scores, full.scores, atol=1e-3)
+    np.testing.assert_allclose(grid.keypoints, full.keypoints, atol=0.05)

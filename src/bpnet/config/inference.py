@@ -36,8 +36,11 @@ class InferenceSpec:
             multiple of 8); ``pad_image_input`` keeps ``input_shape`` fixed and pads the
             resized image (TAO's "strict" mode, the one for engines with fixed inputs).
         output_stage_to_use: 1-based stage whose outputs are decoded; None is the last.
-        output_upsampling_factor: [fy, fx] factors the output maps are upsampled by before
-            peak search; the stride (8) puts one map pixel on each input pixel.
+        output_upsampling_factor: [fy, fx] factors the heatmaps are upsampled by before the
+            peak search. [1, 1] (ours) searches the output grid and upsamples only windows
+            around peaks that hold two joints of one type; TAO's [8, 8] (the stride: one map
+            pixel per input pixel) upsamples every heatmap and finds the same peaks several
+            times slower (docs/BENCHMARKS.md).
         heatmap_threshold: minimum heatmap value at a peak (upsampled, before smoothing).
         paf_threshold: minimum PAF . limb-direction value for a line-integral sample to count.
         multi_scale_inference: average the maps of several input scales before decoding.

@@ -5,10 +5,12 @@ The inverse of :func:`bpnet.targets.encoder.encode`, with the same grid conventi
 Keypoints come out in network-input pixels; the caller maps them to the image with the inverse
 of its affine matrix.
 
-Peaks are found as TAO finds them (upsample, smooth, 3x3 max-pool NMS, threshold) and then
-placed to a fraction of a pixel by a Gaussian fit on the raw output grid
-(:func:`bpnet.decode.peaks.find_peaks`); limbs are scored, matched and assembled in
-:mod:`bpnet.decode.paf`.
+Peaks are the heatmaps' local maxima on the output grid (smoothed, 3x3 max-pool NMS,
+threshold), placed to a fraction of a pixel by a Gaussian fit on the raw grid; the few that hold
+two joints of one type are searched again on small upsampled windows
+(:func:`bpnet.decode.peaks.find_peaks`). TAO's search, every heatmap upsampled x8 first, is an
+option that finds the same peaks at several times the cost. Limbs are scored on the grid,
+matched and assembled in :mod:`bpnet.decode.paf`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ class DecoderParams:
     whose docstring gives each one's meaning).
 
     Attributes:
-        upsampling_factor: (fy, fx) heatmap upsampling before the peak search.
+        upsampling_factor: (fy, fx) heatmap upsampling before the peak search; (1, 1), the
+            default, searches the output grid (upsampling only windows around crowded peaks),
+            TAO's (8, 8) upsamples every map first (same peaks, several times slower).
         smoothing_sigma: heatmap smoothing in input pixels (0: none).
         heatmap_threshold: minimum heatmap value at a peak.
         paf_threshold: minimum along-limb PAF value of a counting sample.
@@ -44,7 +48,7 @@ class DecoderParams:
         fragment_merge_ratio: join partial people across a missing joint (0: off).
     """
 
-    upsampling_factor: tuple[int, int] = (8, 8)
+    upsampling_factor: tuple[int, int] = (1, 1)
     smoothing_sigma: float = 3.0
     heatmap_threshold: float = 0.1
     paf_threshold: float = 0.05

@@ -368,13 +368,19 @@ def _refine(
     _, h, w = heatmaps.shape
     cx = np.clip(np.rint(gx), 0, w - 1).astype(np.int64)
     cy = np.clip(np.rint(gy), 0, h - 1).astype(np.int64)
-    dx, dy, height, curv_x, curv_y = _fit(heatmaps, channel, cx, cy)
-    # a fit that lands more than half a cell away is redone around the cell it points to
-    moved = (np.abs(dx) > 0.5) | (np.abs(dy) > 0.5)
-    if moved.any():
-        cx = np.where(moved, np.clip(np.rint(cx + dx), 0, w - 1).astype(np.int64), cx)
-        cy = np.where(moved, np.clip(np.rint(cy + dy), 0, h - 1).astype(np.int64), cy)
-        dx, dy, height, curv_x, curv_y = _fit(heatmaps, channel, cx, cy)
+    fit = _fit(heatmaps, channel, cx, cy)  # dx, dy, log-height, curvatures
+    # a fit that lands more than half a cell away is redone around the cell it points to (at
+    # the map's edge that is often the same cell: nothing to redo)
+    new_x = np.clip(np.rint(cx + fit[0]), 0, w - 1).astype(np.int64)
+    new_y = np.clip(np.rint(cy + fit[1]), 0, h - 1).astype(np.int64)
+    far = (np.abs(fit[0]) > 0.5) | (np.abs(fit[1]) > 0.5)
+    moved = np.flatnonzero(far & ((new_x != cx) | (new_y != cy)))
+    if len(moved):
+        cx[moved], cy[moved] = new_x[moved], new_y[moved]
+        redo = _fit(heatmaps, channel[moved], cx[moved], cy[moved])
+        for values, redone in zip(fit, redo, strict=True):
+            values[moved] = redone
+    dx, dy, height, curv_x, curv_y = fit
     return cx + dx, cy + dy, height, curv_x, curv_y
 
 

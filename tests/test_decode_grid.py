@@ -190,3 +190,10 @@ def test_decoding_on_the_grid_is_the_default_and_agrees_with_x8():
     assert len(grid) == len(full) == 8
     np.testing.assert_allclose(grid.scores, full.scores, atol=1e-3)
     np.testing.assert_allclose(grid.keypoints, full.keypoints, atol=0.05)
+
+
+def test_bench_reports_wall_and_cpu_time():
+    from bpnet.bench.decode import bench_decode
+
+    result = bench_decode((2,), frames=2, size=(128, 128))["people"][2]
+    assert result["decode_ms"] > 0 and result["decode_cpu_ms"] > 0 and result["found"] == 2.0

@@ -1,11 +1,15 @@
 """The decoder's fast path: peak search on the output grid, limb scoring by a NumPy bilinear
 gather, fragment merging on one distance matrix; each against the slower path it replaced."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from bpnet.bench.decode import synthetic_people
+from bpnet.config.inference import InferenceSpec
+from bpnet.config.loader import load_spec
 from bpnet.decode import DecoderParams, decode, find_peaks
 from bpnet.decode.paf import _bridges, _gaps, line_integrals, merge_fragments
 from bpnet.grid import to_input
@@ -168,6 +172,13 @@ def test_bridges_follow_their_definition(monkeypatch):
 def test_whole_people_are_never_merging_candidates():
     whole = synthetic_people(np.random.default_rng(6), 4, SIZE)
     np.testing.assert_array_equal(merge_fragments(whole, np.asarray(POSE.limbs)), np.arange(4))
+
+
+def test_the_shipped_default_spec_is_the_decoders_default():
+    """specs/infer_spec.yaml spells out TAO's fields; with tuned values they are the defaults."""
+    spec = load_spec(InferenceSpec, Path(__file__).parents[1] / "specs" / "infer_spec.yaml")
+    assert spec.decoder_params() == DecoderParams()
+    assert DecoderParams().heatmap_threshold == 0.05 and DecoderParams().min_mean_score == 0.2
 
 
 def test_finite_maps_are_not_copied_and_broken_ones_are_cleaned():

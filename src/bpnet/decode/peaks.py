@@ -24,18 +24,24 @@ from bpnet.grid import to_input
 _LOG_FLOOR = 1e-6  # heatmap values are clamped to this before the log of the Gaussian fit
 _KERNEL_3X3 = np.ones((3, 3), np.uint8)
 _CV_CHANNELS = 128  # OpenCV's Python binding takes images of at most this many channels
-# The grid search's window around a peak that may hold two joints: 5 cells each side carry
-# the bicubic (2 cells), smoothing and 3x3 NMS support of the 5x5 cells kept at its centre.
-_WINDOW_RADIUS = 5
-_WINDOW_KEEP = 2
+# The grid search's window around a peak that may hold two joints: 6 cells each side carry
+# the bicubic (2 cells), smoothing and 3x3 NMS support of the 7x7 cells kept at its centre.
+_WINDOW_RADIUS = 6
+_WINDOW_KEEP = 3
 # Grid peaks of one joint type at most this many cells apart (in x and in y) are searched in
 # windows: their grid fits read each other's blobs.
 _NEIGHBOUR_CELLS = 3
-# A cell near a grid peak above the peak's fitted Gaussian by this fraction of its height may
-# be a second joint of the same type. Exact Gaussians leave 0; a network's blobs are rounder or
-# flatter (the imported network's peaks: median 0.07, a third above 0.1), and a false alarm
-# costs only a small window.
+# A cell within _SHOULDER_CELLS of a grid peak above the peak's fitted Gaussian by _SHOULDER
+# of its height may be a second joint of the same type: a blob on the peak's shoulder, with
+# no grid maximum of its own. Exact Gaussians leave 0; a network's blobs are rounder or
+# flatter (on the imported network's maps a third of the peaks pass), and a false alarm costs
+# only a small window.
 _SHOULDER = 0.1
+_SHOULDER_CELLS = 3
+# The share of a peak's height its nearest grid cell keeps at least: exp(-0.25 / sigma^2) for
+# a Gaussian of sigma cells centred at a cell's corner, 0.72 for the encoder's 7 px; 0.5
+# covers blobs down to sigma 5 px.
+_CELL_FLOOR = 0.5
 # Per-thread work arrays for the upsampled maps, reused from frame to frame: fresh 10 MB
 # arrays each frame cost as much in page faults as the filtering itself.
 _SCRATCH = threading.local()
@@ -73,14 +79,16 @@ def find_peaks(
     Where two blobs of one joint type nearly touch, the grid fit blends them; a fit that
     strays from its upsampled peak then gives way to a parabola fitted on the upsampled map.
 
-    The grid search (``upsampling_factor`` (1, 1)) takes the maxima of the output grid. Two
-    blobs of one type closer than about two cells share one grid maximum (the Gaussian fitted
-    to it then falls short of a cell on the other blob's side), or make two maxima whose fits
-    read each other's blob (two maxima of one type within 3 cells). Those peaks alone are
-    searched again as TAO's search does, on windows of 11x11 cells upsampled by the stride,
-    keeping the maxima of their central 5x5 cells; on the encoder's targets this finds what
-    the x8 search of the whole maps finds. When so many peaks would need a window that the
-    windows cost more than the whole maps (noise), the whole maps are searched that way.
+    The grid search (``upsampling_factor`` (1, 1)) takes the maxima of the output grid whose
+    fitted height passes ``threshold`` (a peak between cells leaves only part of it on its
+    nearest cell). Two blobs of one type a few cells apart share one grid maximum (the weaker
+    sits on the stronger one's shoulder: the Gaussian fitted to the maximum falls short of a
+    cell on its side), or make two maxima whose fits read each other's blob (two maxima of
+    one type within 3 cells). Those peaks alone are searched again as TAO's search does, on
+    windows of 13x13 cells upsampled by the stride, keeping the maxima of their central 7x7
+    cells. On the encoder's targets and on real network maps this finds what the x8 search of
+    the whole maps finds (docs/BENCHMARKS.md). When so many peaks would need a window that
+    the windows cost more than the whole maps (noise), the whole maps are searched that way.
 
     Args:
         heatmaps: (J, h, w) joint heatmaps (no background), finite.
@@ -140,16 +148,22 @@ def _grid_search(
     num, h, w = heatmaps.shape
     maps = np.ascontiguousarray(heatmaps.transpose(1, 2, 0))  # (h, w, J)
     smooth = _smooth(maps, smoothing_sigma / stride, smoothing_sigma / stride)
-    y, x, channel = _maxima(maps, smooth, threshold)
-    values = maps[y, x, channel]
-    if not refine or len(channel) == 0:
-        return channel, x.astype(np.float64), y.astype(np.float64), values
+    if not refine:
+        y, x, channel = _maxima(maps, smooth, threshold)
+        return channel, x.astype(np.float64), y.astype(np.float64), maps[y, x, channel]
+    # A peak between cells leaves only part of its height on its nearest cell: candidates
+    # need _CELL_FLOOR of the threshold there, peaks the threshold at their fitted top (what
+    # the x8 search tests, up to the bicubic upsampling's overshoot).
+    y, x, channel = _maxima(maps, smooth, threshold * _CELL_FLOOR)
+    if len(channel) == 0:
+        return channel, x.astype(np.float64), y.astype(np.float64), maps[y, x, channel]
     gx, gy, log_height, curv_x, curv_y = _refine(heatmaps, channel, x, y)
+    values = np.exp(np.minimum(log_height, 0.0))  # heights above 1 read as 1
     two = _two_blobs(heatmaps, channel, gx, gy, log_height, curv_x, curv_y)
     two |= _neighbours(channel, x, y, (h, w, num))
-    values = np.exp(np.minimum(log_height, 0.0))  # heights above 1 read as 1
+    keep = ~two & (values > threshold)
     if not two.any():
-        return channel, gx, gy, values
+        return channel[keep], gx[keep], gy[keep], values[keep]
     size = (2 * _WINDOW_RADIUS + 1) ** 2
     if two.sum() * size > num * h * w:  # noise: the whole maps cost less than the windows
         whole = np.zeros((num, 2), np.int64)
@@ -157,9 +171,9 @@ def _grid_search(
             maps, heatmaps, np.arange(num), whole, (stride, stride), stride=stride,
             smoothing_sigma=smoothing_sigma, threshold=threshold, refine=True, reuse=True,
         )  # fmt: skip
-    # (K, 11, 11) windows centred on the grid maxima, edge cells replicated past the border
+    # (K, 13, 13) windows centred on the grid maxima, edge cells replicated past the border
     span = np.arange(-_WINDOW_RADIUS, _WINDOW_RADIUS + 1)
-    rows = np.clip(y[two, None] + span, 0, h - 1)  # (K, 11)
+    rows = np.clip(y[two, None] + span, 0, h - 1)  # (K, 13)
     cols = np.clip(x[two, None] + span, 0, w - 1)
     windows = heatmaps[channel[two, None, None], rows[:, :, None], cols[:, None, :]]
     origin = np.stack([y[two], x[two]], axis=1) - _WINDOW_RADIUS  # (K, 2) cell of [0, 0]
@@ -174,7 +188,6 @@ def _grid_search(
         )  # fmt: skip
         found.append((c, fx, fy, v))
     c, fx, fy, v = (np.concatenate(parts) for parts in zip(*found, strict=True))
-    keep = ~two
     return (
         np.concatenate([channel[keep], c]),
         np.concatenate([gx[keep], fx]),
@@ -192,14 +205,14 @@ def _two_blobs(
     curv_x: np.ndarray,
     curv_y: np.ndarray,
 ) -> np.ndarray:
-    """(N,) bool: peaks with a cell of their 5x5 neighbourhood above their fitted Gaussian by
+    """(N,) bool: peaks with a cell of their 7x7 neighbourhood above their fitted Gaussian by
     ``_SHOULDER`` x its height, the mark of a second blob of the same joint type within about
-    two cells."""
+    three cells."""
     _, h, w = heatmaps.shape
-    span = np.arange(-2, 3)
+    span = np.arange(-_SHOULDER_CELLS, _SHOULDER_CELLS + 1)
     cx, cy = np.rint(gx).astype(np.int64), np.rint(gy).astype(np.int64)
-    xx = (cx[:, None] + span)[:, None, :]  # (N, 1, 5)
-    yy = (cy[:, None] + span)[:, :, None]  # (N, 5, 1)
+    xx = (cx[:, None] + span)[:, None, :]  # (N, 1, 7)
+    yy = (cy[:, None] + span)[:, :, None]  # (N, 7, 1)
     inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
     actual = heatmaps[channel[:, None, None], np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
     ex, ey = xx - gx[:, None, None], yy - gy[:, None, None]

@@ -3,7 +3,7 @@ Gaussian fit on the raw output grid (:func:`find_peaks`).
 
 Two searches find the maxima. The grid search (``upsampling_factor`` (1, 1), the default of
 :class:`~bpnet.decode.DecoderParams`) looks at the output grid itself and upsamples only small
-windows around the rare peaks that hold two joints of one type. TAO's search upsamples every
+windows around the peaks that may hold two joints of one type. TAO's search upsamples every
 heatmap first (``upsampling_factor`` (8, 8) in TAO's infer spec): on a 46x46 grid that is 64
 times the pixels for the same peaks.
 
@@ -68,16 +68,16 @@ def find_peaks(
 ) -> list[np.ndarray]:
     """Joint candidates of every heatmap channel.
 
-    Both searches smooth the maps, keep pixels equal to their 3x3 maximum whose unsmoothed
-    value exceeds ``threshold``, and re-place each peak by fitting a Gaussian (a parabola to
-    the log) through the raw grid values around the cell nearest to it, separately in x and y:
-    exact for the encoder's targets, and the DARK-style estimate for a network's. At the map
-    border, where a side value is missing, the curvature of the other axis stands in
-    (Gaussians are round).
+    Both searches smooth the maps, keep pixels equal to their 3x3 maximum (TAO's NMS), and
+    re-place each peak by fitting a Gaussian (a parabola to the log) through the raw grid
+    values around the cell nearest to it, separately in x and y: exact for the encoder's
+    targets, and the DARK-style estimate for a network's. At the map border, where a side
+    value is missing, the curvature of the other axis stands in (Gaussians are round).
 
-    TAO's search (``upsampling_factor`` other than (1, 1)) first upsamples the maps (bicubic).
-    Where two blobs of one joint type nearly touch, the grid fit blends them; a fit that
-    strays from its upsampled peak then gives way to a parabola fitted on the upsampled map.
+    TAO's search (``upsampling_factor`` other than (1, 1)) first upsamples the maps (bicubic)
+    and keeps maxima whose unsmoothed upsampled value exceeds ``threshold``. Where two blobs of
+    one joint type nearly touch, the grid fit blends them; a fit that strays from its
+    upsampled peak then gives way to a parabola fitted on the upsampled map.
 
     The grid search (``upsampling_factor`` (1, 1)) takes the maxima of the output grid whose
     fitted height passes ``threshold`` (a peak between cells leaves only part of it on its
@@ -95,7 +95,7 @@ def find_peaks(
         stride: output stride.
         upsampling_factor: (fy, fx); (1, 1) searches the output grid itself.
         smoothing_sigma: smoothing before NMS, in input pixels.
-        threshold: minimum heatmap value of a peak.
+        threshold: minimum heatmap value of a peak (the grid search: at its fitted top).
         max_peaks: keep at most this many peaks per channel, highest first.
         refine: sub-pixel refinement (else the searched pixel's position and value; the grid
             search then gives cell centres).

@@ -206,7 +206,7 @@ def test_filters_order_and_limits():
     assert len(decode(t.heatmaps, t.pafs, POSE, DecoderParams(min_parts=6))) == 5
     assert len(decode(t.heatmaps, t.pafs, POSE, DecoderParams(max_people=2))) == 2
     assert len(decode(t.heatmaps, t.pafs, POSE, DecoderParams(min_mean_score=1.0))) == 0
-    high = decode(t.heatmaps * 0.05, t.pafs, POSE)  # every peak below the 0.1 threshold
+    high = decode(t.heatmaps * 0.05, t.pafs, POSE)  # every peak below the 0.05 threshold
     assert len(high) == 0
 
 

@@ -103,7 +103,9 @@ def bench_decode(
     """Milliseconds per frame of :func:`~bpnet.decode.decode` and per sample of ``encode``.
 
     Runs torch and OpenCV on one thread (restored afterwards); each count gets ``frames``
-    different scenes, timed after one untimed warm-up decode.
+    different scenes, timed after one untimed warm-up decode. ``decode_ms`` is wall time;
+    ``decode_cpu_ms`` is this process's CPU time, which other work on a busy machine distorts
+    less (compare either only within one run).
 
     Args:
         people: people per frame to time.
@@ -115,7 +117,7 @@ def bench_decode(
 
     Returns:
         ``{"input_size": [h, w], "frames": n, "people": {count: {"decode_ms": ...,
-        "encode_ms": ..., "found": mean people decoded}}}``.
+        "decode_cpu_ms": ..., "encode_ms": ..., "found": mean people decoded}}}``.
     """
     pose = pose or load_pose_config()
     params = params or DecoderParams()
@@ -133,12 +135,14 @@ def bench_decode(
             encode_ms = (time.perf_counter() - start) * 1e3 / frames
             decode(targets[0].heatmaps, targets[0].pafs, pose, params)  # warm-up
             found = 0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for t in targets:
                 found += len(decode(t.heatmaps, t.pafs, pose, params))
             decode_ms = (time.perf_counter() - start) * 1e3 / frames
+            decode_cpu_ms = (time.process_time() - cpu) * 1e3 / frames
             results[count] = {
                 "decode_ms": round(decode_ms, 2),
+                "decode_cpu_ms": round(decode_cpu_ms, 2),
                 "encode_ms": round(encode_ms, 2),
                 "found": found / frames,
             }

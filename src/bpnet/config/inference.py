@@ -3,7 +3,8 @@
 A TAO ``infer_spec.yaml`` reads unchanged (``model_path`` and ``train_spec`` are accepted; the
 command line's ``-m`` wins). Fields after ``scales`` are ours: TAO hard-codes them in its
 post-processor. The decoder's settings default to :class:`~bpnet.decode.DecoderParams`'s values
-(TAO's where TAO has one); :meth:`InferenceSpec.decoder_params` hands them to the decoder.
+(TAO's, except the peak search, ``heatmap_threshold`` and ``min_mean_score``: see its
+docstring); :meth:`InferenceSpec.decoder_params` hands them to the decoder.
 
 Example (TAO's "strict" mode, used to compare FP32 / FP16 / INT8)::
 
@@ -36,9 +37,13 @@ class InferenceSpec:
             multiple of 8); ``pad_image_input`` keeps ``input_shape`` fixed and pads the
             resized image (TAO's "strict" mode, the one for engines with fixed inputs).
         output_stage_to_use: 1-based stage whose outputs are decoded; None is the last.
-        output_upsampling_factor: [fy, fx] factors the output maps are upsampled by before
-            peak search; the stride (8) puts one map pixel on each input pixel.
-        heatmap_threshold: minimum heatmap value at a peak (upsampled, before smoothing).
+        output_upsampling_factor: [fy, fx] factors the heatmaps are upsampled by before the
+            peak search. [1, 1] (ours) searches the output grid and upsamples only windows
+            around peaks that hold two joints of one type; TAO's [8, 8] (the stride: one map
+            pixel per input pixel) upsamples every heatmap and finds the same peaks several
+            times slower (docs/BENCHMARKS.md).
+        heatmap_threshold: minimum heatmap value at a peak, before smoothing (TAO: 0.1; ours,
+            0.05, tuned on real network maps, finds the joints of small people).
         paf_threshold: minimum PAF . limb-direction value for a line-integral sample to count.
         multi_scale_inference: average the maps of several input scales before decoding.
         scales: input scale factors used when ``multi_scale_inference`` is true.
@@ -47,9 +52,9 @@ class InferenceSpec:
         line_integral_samples: samples along each candidate limb (TAO: 10).
         min_paf_fraction: fraction of those samples that must pass ``paf_threshold`` (TAO: 0.8).
         min_parts: people with fewer joints are dropped (TAO: 4).
-        min_mean_score: people whose mean joint-and-limb score is lower are dropped (TAO: 0.4;
-            TAO divides the sum of joint and limb scores by the joint count, ~2 for a clean
-            person, so the same 0.4 is stricter here).
+        min_mean_score: people whose mean joint-and-limb score is lower are dropped (TAO: 0.4,
+            but TAO divides the sum of joint and limb scores by the joint count, ~2 for a clean
+            person: the default 0.2 is TAO's 0.4 on this scale).
         fragment_merge_ratio: partial people that no PAF links because one or two joints
             between them are missing (the neck of a person seen from the side) are merged when
             the joints beside

@@ -8,12 +8,11 @@ linearly upsampled map at the point, without building the 2L full-resolution cha
 
 from __future__ import annotations
 
-import cv2
+import functools
+
 import numpy as np
 
 from bpnet.grid import to_grid
-
-_REMAP_ROWS = 32767  # cv2.remap's limit on map rows
 
 
 def line_integrals(
@@ -52,8 +51,6 @@ def line_integrals(
     Returns:
         scores (M,) float32 (mean along-limb PAF plus the prior) and valid (M,) bool.
     """
-    # (L, h, w, 2) channels-last per limb, the layout cv2.remap samples
-    fields = np.ascontiguousarray(pafs.reshape(-1, 2, *pafs.shape[1:]).transpose(0, 2, 3, 1))
     t = np.linspace(0.0, 1.0, samples, dtype=np.float32)
     starts = np.asarray(starts, np.float32)
     ends = np.asarray(ends, np.float32)
@@ -64,11 +61,11 @@ def line_integrals(
     alive = np.arange(len(limb))
     if max_fails + 1 < samples - 2:
         probe = t[np.unique(np.linspace(1, samples - 2, max_fails + 1).round().astype(int))]
-        along, _ = _along(fields, stride, limb, starts, ends, probe)
+        along, _ = _along(pafs, stride, limb, starts, ends, probe)
         alive = np.flatnonzero((along <= paf_threshold).sum(-1) <= max_fails)
     scores = np.zeros(len(limb), np.float32)
     valid = np.zeros(len(limb), bool)
-    along, length = _along(fields, stride, limb[alive], starts[alive], ends[alive], t)
+    along, length = _along(pafs, stride, limb[alive], starts[alive], ends[alive], t)
     with np.errstate(divide="ignore"):
         prior = np.minimum(max_length / np.maximum(length, 1e-6) - 1.0, 0.0)
     score = along.mean(-1) + prior
@@ -79,7 +76,7 @@ def line_integrals(
 
 
 def _along(
-    fields: np.ndarray,
+    pafs: np.ndarray,
     stride: int,
     limb: np.ndarray,
     starts: np.ndarray,
@@ -89,30 +86,35 @@ def _along(
     """Along-limb PAF components at fractions ``t`` of each candidate, and its length.
 
     Args:
-        fields: (L, h, w, 2) PAFs, channels last.
+        pafs: (2L, h, w) PAFs on the output grid.
         stride: output stride.
-        limb: (m,) limb of each candidate, sorted.
+        limb: (m,) limb of each candidate.
         starts, ends: (m, 2) float32 end points in input pixels.
         t: (S,) float32 fractions from start (0) to end (1).
 
     Returns:
         (m, S) float32 components and (m,) lengths.
     """
+    _, h, w = pafs.shape
     delta = ends - starts  # (m, 2)
     length = np.sqrt((delta**2).sum(-1))  # (m,)
     unit = delta / np.maximum(length, 1e-6)[:, None]
     points = to_grid(starts[:, None] + t[:, None] * delta[:, None], stride)  # (m, S, 2)
-    gx, gy = np.ascontiguousarray(points[..., 0]), np.ascontiguousarray(points[..., 1])
-    field = np.zeros((len(limb), len(t), 2), np.float32)
-    bounds = np.searchsorted(limb, np.arange(len(fields) + 1))
-    for k in np.flatnonzero(np.diff(bounds)):
-        # bilinear on the output grid (cell centres at integers), edge cells extended
-        for lo in range(bounds[k], bounds[k + 1], _REMAP_ROWS):
-            hi = min(lo + _REMAP_ROWS, bounds[k + 1])
-            field[lo:hi] = cv2.remap(
-                fields[k], gx[lo:hi], gy[lo:hi], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-            ).reshape(hi - lo, len(t), 2)
-    return field[..., 0] * unit[:, 0:1] + field[..., 1] * unit[:, 1:2], length
+    # bilinear on the output grid (cell centres at integers), edge cells extended
+    gx = np.clip(points[..., 0], 0, w - 1)
+    gy = np.clip(points[..., 1], 0, h - 1)
+    x0 = np.minimum(gx.astype(np.int64), max(w - 2, 0))  # gx >= 0: astype floors
+    y0 = np.minimum(gy.astype(np.int64), max(h - 2, 0))
+    fx, fy = gx - x0.astype(gx.dtype), gy - y0.astype(gy.dtype)  # in [0, 1]
+    step_x, step_y = min(w - 1, 1), min(h - 1, 1) * w  # to the next cell (0 on a 1-cell axis)
+    # flat index of the x channel at the four cells around each point, (4, m, S)
+    corner = (2 * limb * (h * w))[:, None] + y0 * w + x0
+    corners = corner + np.array([0, step_x, step_y, step_y + step_x])[:, None, None]
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    flat = pafs.reshape(-1)
+    field_x = (flat[corners] * weights).sum(0)
+    field_y = (flat[corners + h * w] * weights).sum(0)
+    return field_x * unit[:, 0:1] + field_y * unit[:, 1:2], length
 
 
 def match_greedy(
@@ -251,33 +253,22 @@ def _merge_once(
 ) -> np.ndarray:
     """One merge pass over (G, J, 3) pieces; returns (G,) merged-person indices."""
     count, num_joints, _ = keypoints.shape
-    if count < 2:
-        return np.arange(count, dtype=np.int64)
     found = keypoints[..., 2] > 0  # (G, J)
-    xy = keypoints[..., :2].astype(np.float64)
+    disjoint = (found.astype(np.float32) @ found.T.astype(np.float32)) == 0
+    disjoint &= found.any(1)[:, None] & found.any(1)[None, :]
+    # only pieces with a partner that shares no joint type can merge (none, when every piece
+    # is a whole person)
+    group = np.arange(count, dtype=np.int64)
+    candidates = np.flatnonzero(disjoint.any(1))
+    if len(candidates) == 0:
+        return group
+    found, disjoint = found[candidates], disjoint[np.ix_(candidates, candidates)]
+    xy = keypoints[candidates, :, :2].astype(np.float64)
     lo = np.where(found[..., None], xy, np.inf).min(1)
     hi = np.where(found[..., None], xy, -np.inf).max(1)
-    size = np.where(found.any(1), np.linalg.norm(hi - lo, axis=-1), 0.0)  # (G,) box diagonal
-    adjacent = np.zeros((num_joints, num_joints), bool)
-    adjacent[limbs[:, 0], limbs[:, 1]] = adjacent[limbs[:, 1], limbs[:, 0]] = True
-
-    gaps = [(m,) for m in range(num_joints)]
-    if max_gap >= 2:
-        gaps += [(a, b) for a, b in limbs.tolist()] + [(b, a) for a, b in limbs.tolist()]
-    bridge = np.full((count, count), np.inf)  # shortest bridge between two pieces
-    for gap in gaps:
-        lacks = ~found[:, list(gap)].any(1, keepdims=True)  # (G, 1) pieces missing the gap
-        # joints beside the gap's two ends (the gap's own joints are missing, so not counted)
-        g1, j1 = np.nonzero(found & adjacent[gap[0]] & lacks)
-        g2, j2 = np.nonzero(found & adjacent[gap[-1]] & lacks)
-        if len(g1) == 0 or len(g2) == 0:
-            continue
-        d = np.linalg.norm(xy[g1, j1][:, None] - xy[g2, j2][None], axis=-1)  # (n1, n2)
-        rows, cols = np.broadcast_to(g1[:, None], d.shape), np.broadcast_to(g2[None], d.shape)
-        np.minimum.at(bridge, (rows, cols), d)
-        np.minimum.at(bridge, (cols, rows), d)
-    np.fill_diagonal(bridge, np.inf)
-    disjoint = (found.astype(np.int32) @ found.T.astype(np.int32)) == 0
+    size = np.linalg.norm(hi - lo, axis=-1)  # (C,) box diagonal
+    gaps = _gaps(np.asarray(limbs, np.int64).tobytes(), num_joints, max_gap)
+    bridge = _bridges(found, xy, gaps)
     larger = np.maximum(size[:, None], size[None, :])
     ok = disjoint & (bridge <= max_ratio * larger) & (larger > 0)
     g1, g2 = np.nonzero(np.triu(ok, 1))
@@ -285,7 +276,71 @@ def _merge_once(
     pieces = _DisjointJoints([sum(1 << int(j) for j in np.flatnonzero(f)) for f in found])
     for k in np.argsort(bridge[g1, g2], kind="stable").tolist():
         pieces.join(int(g1[k]), int(g2[k]))
-    return np.unique(pieces.roots(), return_inverse=True)[1].astype(np.int64)
+    merged = np.unique(pieces.roots(), return_inverse=True)[1].astype(np.int64)
+    # pieces that merged take the index of their first member; the others keep theirs
+    group[candidates] = candidates[np.unique(merged, return_index=True)[1]][merged]
+    return np.unique(group, return_inverse=True)[1].astype(np.int64)
+
+
+_BRIDGE_BLOCK = 512  # joints per block of the distance matrix (bounds its memory on noise)
+
+
+def _bridges(found: np.ndarray, xy: np.ndarray, gaps: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(C, C) shortest bridge between two pieces (inf where none; see :func:`merge_fragments`).
+
+    Args:
+        found: (C, J) bool joints of each piece, every piece with at least one.
+        xy: (C, J, 2) their positions.
+        gaps: the skeleton's gaps (:func:`_gaps`).
+    """
+    in_gap, side_a, side_b = gaps
+    piece, joint = np.nonzero(found)  # (E,) every found joint, sorted by piece
+    points = xy[piece, joint]  # (E, 2)
+    lacks = (found.astype(np.float32) @ in_gap.T.astype(np.float32)) == 0  # (C, gaps)
+    # (E, gaps): the joint lies beside end a (b) of a gap its piece lacks
+    beside_a = (side_a[:, joint].T & lacks[piece]).astype(np.float32)
+    beside_b = (side_b[:, joint].T & lacks[piece]).astype(np.float32)
+    first = np.flatnonzero(np.r_[True, piece[1:] != piece[:-1]])  # each piece's first joint
+    bridge = np.empty((len(found), len(found)))
+    block = 0
+    while block < len(first):
+        # whole pieces, about _BRIDGE_BLOCK joints
+        stop = max(block + 1, int(np.searchsorted(first, first[block] + _BRIDGE_BLOCK)))
+        stop = min(stop, len(first))
+        rows = slice(first[block], first[stop] if stop < len(first) else len(piece))
+        linked = (beside_a[rows] @ beside_b.T) > 0  # (e, E) some gap lies between the two
+        dist = np.linalg.norm(points[rows, None] - points[None], axis=-1)
+        dist = np.where(linked, dist, np.inf)
+        dist = np.minimum.reduceat(dist, first, axis=1)  # (e, C)
+        bridge[block:stop] = np.minimum.reduceat(dist, first[block:stop] - first[block], axis=0)
+        block = stop
+    bridge = np.minimum(bridge, bridge.T)
+    np.fill_diagonal(bridge, np.inf)
+    return bridge
+
+
+@functools.lru_cache(maxsize=16)
+def _gaps(limbs: bytes, num_joints: int, max_gap: int) -> tuple[np.ndarray, ...]:
+    """The runs of missing joints a bridge may cross: every joint, and with ``max_gap`` 2 every
+    limb's two joints, each way round.
+
+    Args:
+        limbs: the (L, 2) int64 limb array's bytes (hashable).
+
+    Returns:
+        in_gap (gaps, J) bool the gap's joints, side_a and side_b (gaps, J) bool the joints
+        beside its first and its last joint.
+    """
+    pairs = np.frombuffer(limbs, np.int64).reshape(-1, 2)
+    adjacent = np.zeros((num_joints, num_joints), bool)
+    adjacent[pairs[:, 0], pairs[:, 1]] = adjacent[pairs[:, 1], pairs[:, 0]] = True
+    gaps = [(m, m) for m in range(num_joints)]
+    if max_gap >= 2:
+        gaps += [(a, b) for a, b in pairs.tolist()] + [(b, a) for a, b in pairs.tolist()]
+    ends = np.asarray(gaps, np.int64).reshape(-1, 2)
+    in_gap = np.zeros((len(gaps), num_joints), bool)
+    in_gap[np.arange(len(gaps)), ends[:, 0]] = in_gap[np.arange(len(gaps)), ends[:, 1]] = True
+    return in_gap, adjacent[ends[:, 0]], adjacent[ends[:, 1]]
 
 
 class _DisjointJoints:

@@ -32,7 +32,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -240,20 +240,30 @@ def bench_models(
 
 
 def time_interleaved(
-    runners: dict, rounds: int, warmup: int, *, seed: int = 0
+    runners: dict,
+    rounds: int,
+    warmup: int,
+    *,
+    seed: int = 0,
+    slow: Collection = (),
+    slow_every: int = 1,
 ) -> dict[object, list[float]]:
     """Milliseconds of each call: ``warmup`` untimed calls of every runner, then ``rounds``
     rounds that call every runner once, in a new random order each round (so a slow spell of
-    the machine, or the cache a runner leaves behind, falls on all of them alike)."""
+    the machine, or the cache a runner leaves behind, falls on all of them alike). A runner
+    in ``slow`` (OpenPose: over a second a frame on a CPU) runs in every ``slow_every``-th
+    round only, the first included."""
     for run in runners.values():
         for _ in range(warmup):
             run()
     keys = list(runners)
     times: dict[object, list[float]] = {key: [] for key in keys}
     rng = np.random.default_rng(seed)
-    for _ in range(rounds):
+    for round_index in range(rounds):
         for index in rng.permutation(len(keys)):
             key = keys[index]
+            if key in slow and round_index % slow_every:
+                continue
             start = time.perf_counter()
             runners[key]()
             times[key].append(1000.0 * (time.perf_counter() - start))

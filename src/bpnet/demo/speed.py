@@ -9,13 +9,13 @@ runner (OpenPose: over a second a frame on a CPU) runs every ``slow_every``-th r
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bpnet.bench.model import time_interleaved as bench_times
 from bpnet.inference.model_io import network_input, torch_input
 from bpnet.inference.onnx_source import make_session
 from bpnet.inference.runtime import load_model
@@ -62,28 +62,14 @@ def time_interleaved(
     slow_every: int = 1,
     warmup: int = 1,
 ) -> dict[str, dict]:
-    """Median milliseconds per call of each runner.
-
-    Args:
-        runners: name -> zero-argument callable.
-        rounds: timed rounds; each calls every runner once (a ``slow`` one only in every
-            ``slow_every``-th round, the first included).
-        warmup: untimed calls of each runner first.
+    """Median milliseconds per call of each runner, timed by
+    :func:`bpnet.bench.model.time_interleaved` (a ``slow`` runner in every ``slow_every``-th
+    round only).
 
     Returns:
         name -> ``{"ms": median, "fps": 1000 / median, "frames": timed calls}``.
     """
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for index in range(rounds):
-        for name, run in runners.items():
-            if name in slow and index % slow_every:
-                continue
-            start = time.perf_counter()
-            run()
-            times[name].append(1000 * (time.perf_counter() - start))
+    times = bench_times(runners, rounds, warmup, slow=slow, slow_every=slow_every)
     return {
         name: {"ms": (ms := statistics.median(values)), "fps": 1000 / ms, "frames": len(values)}
         for name, values in times.items()

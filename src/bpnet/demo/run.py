@@ -55,7 +55,7 @@ from bpnet.prune.rules import PruneSettings
 from bpnet.prune.run import prune_checkpoint, sweep_checkpoint
 from bpnet.train.trainer import train as train_model
 
-DIFFICULTY = "standard"  # the synthetic pictures: "standard" or "easy" (bpnet dataset synth)
+DIFFICULTY = "easy"  # the synthetic pictures: "standard" or "easy" (bpnet dataset synth)
 # training minutes; the other steps do not scale with it (OUT/report.md lists each step's time):
 # 7 keeps `make demo` within 20 minutes on 2 cores
 DEFAULT_BUDGET_MINUTES = 7.0

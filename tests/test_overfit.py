@@ -15,10 +15,12 @@ import torch
 import yaml
 
 from bpnet.config import load_experiment_spec, load_inference_spec, resolve_pose_config
+from bpnet.data.dataset import build_dataloader
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
-from bpnet.models import build_model
-from bpnet.train.trainer import train
+from bpnet.models import build_model, load_trained
+from bpnet.targets import encode_batch
+from bpnet.train.trainer import compute_loss, train
 from coco_subset import subset
 
 IMAGE_IDS = (12448, 328757)  # one labelled person each (8 keypoints), 267 and 503 px tall
@@ -88,3 +90,28 @@ def test_training_on_two_real_images_takes_their_ap_off_zero(coco_fixture, tmp_p
     assert summary["steps"] == 200
     assert before < 0.02, before
     assert after >= 0.1, f"AP {before:.3f} -> {after:.3f} after 200 steps"
+
+    # and its loss on the two images is well below the loss of answering "background
+    # everywhere" (background heatmap 1, every joint and PAF 0), the plateau the from-scratch
+    # runs once sat beside
+    trained = load_trained(tmp_path / "run" / "model_epoch_200.pth").model.eval()
+    batch = next(iter(build_dataloader(spec, train=True, pose=pose, shuffle=False)))
+    labels = spec.dataloader.label_processor_config
+    targets = encode_batch(
+        batch["keypoints"],
+        batch["mask"],
+        pose,
+        stride=trained.stride,
+        sigma=labels.heatmap_gaussian_sigma,
+        paf_width=labels.paf_ortho_dist_thresh,
+    )
+    with torch.no_grad():
+        outputs = trained(batch["image"])
+    background = []
+    for heat, paf in outputs:
+        flat = torch.zeros_like(heat)
+        flat[:, -1] = 1.0
+        background.append((flat, torch.zeros_like(paf)))
+    learnt = compute_loss(outputs, targets, spec)["loss"].item()
+    plateau = compute_loss(background, targets, spec)["loss"].item()
+    assert learnt < 0.5 * plateau, f"loss {learnt:.1f} vs all-background {plateau:.1f}"

@@ -3,7 +3,6 @@ missed frame, crossing paths), a synthetic video of 3 moving figures end to end 
 maps through the real pipeline, tracker and writers), batching, and the one-line errors."""
 
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -236,7 +235,12 @@ def test_ctrl_c_stops_after_the_frames_at_hand_and_still_writes(tmp_path):
 
     def press_ctrl_c(frame):
         if frame == 10:
-            os.kill(os.getpid(), signal.SIGINT)
+            # what the interpreter does at a Ctrl-C: call the SIGINT handler now installed
+            # (a real os.kill would end a test worker whose handler another test left at
+            # SIG_DFL before this one installed its own, and say nothing about why)
+            handler = signal.getsignal(signal.SIGINT)
+            assert callable(handler) and handler is not signal.default_int_handler
+            handler(signal.SIGINT, None)
 
     source = GroundTruthFrames(people, on_frame=press_ctrl_c)
     predictor = Predictor(source, POSE, InferenceSpec(), full_resolution=True)

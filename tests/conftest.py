@@ -53,6 +53,25 @@ def five_joint_config(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A small real BodyPoseNet (default skeleton) saved the way `bpnet train` saves one."""
+    from bpnet.config import load_experiment_spec
+    from bpnet.models import build_model
+    from bpnet.models.checkpoint import save_checkpoint
+    from bpnet.pose import load_pose_config
+
+    spec = load_experiment_spec(
+        None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]
+    )
+    pose = load_pose_config()
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    return save_checkpoint(
+        folder / "model.pth", build_model(spec.model, pose), spec=spec, pose=pose
+    )
+
+
+@pytest.fixture(scope="module")
 def tiny_coco(coco_fixture, tmp_path_factory) -> Path:
     """4 training images and 3 validation images of the real COCO fixture."""
     from coco_subset import TRAIN_IDS, VAL_IDS, subset

@@ -145,22 +145,6 @@ def test_fp16_export_runs_and_is_close(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small real BodyPoseNet saved the way `bpnet train` saves one."""
-    from bpnet.models import build_model
-    from bpnet.models.checkpoint import save_checkpoint
-
-    spec = load_experiment_spec(
-        None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt")
-    return save_checkpoint(
-        folder / "model.pth", build_model(spec.model, POSE), spec=spec, pose=POSE
-    )
-
-
-@pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     """A tiny synthetic COCO-layout dataset (4 val images)."""
     root = tmp_path_factory.mktemp("synth") / "data"

@@ -273,22 +273,6 @@ def test_batched_frames_equal_one_at_a_time(tmp_path):
 # the command line ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small real BodyPoseNet saved the way `bpnet train` saves one."""
-    from bpnet.models import build_model
-    from bpnet.models.checkpoint import save_checkpoint
-
-    spec = load_experiment_spec(
-        None, ["model.backbone_attributes.width_multiplier=0.1", "model.num_filters=16"]
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ckpt")
-    return save_checkpoint(
-        folder / "model.pth", build_model(spec.model, POSE), spec=spec, pose=POSE
-    )
-
-
 def one_line_error(capsys, argv) -> str:
     capsys.readouterr()
     assert main(argv) == 2

@@ -5,6 +5,7 @@ import copy
 import json
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -610,6 +611,43 @@ def test_cli_sweep_writes_nothing(trained_checkpoint, tmp_path, capsys):
     assert table["rows"][1]["threshold"] == 0.01 and table["rows"][0]["threshold"] is None
     assert "--force" in run_error(capsys, [*argv, "--report", str(report)])
     assert main([*argv, "--report", str(report), "--force"]) == 0
+
+
+@pytest.fixture
+def picture_folder(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    return folder
+
+
+def test_cli_ranks_on_pictures_and_drops_stages(
+    trained_checkpoint, picture_folder, tmp_path, capsys
+):
+    out = tmp_path / "pruned.pth"
+    base = ["prune", "-m", str(trained_checkpoint), "--rank_on", str(picture_folder)]
+    assert main([*base, "--stages", "2", "--sweep", "0.01,0.5"]) == 0
+    sweep = capsys.readouterr().out
+    assert "unpruned" in sweep and "0.5" in sweep and "without L1" not in sweep
+    assert main([*base, "--stages", "2", "-o", str(out), "-pth", "0.01"]) == 0
+    checkpoint = load_checkpoint(out)
+    assert len(checkpoint["arch"]["stages"]) == 2 and checkpoint["spec"]["model"]["stages"] == 2
+    report = json.loads((tmp_path / "pruned_prune_report.json").read_text())
+    assert report["settings"]["criterion"] == "activation" and report["settings"]["stages"] == 2
+    layers = {layer["path"]: layer for layer in report["layers"]}
+    assert layers["stage3.paf.conv3"]["status"] == "dropped stage"
+    assert layers["stage3.paf.conv3"]["after"] == 0 and report["macs_kept"] < 0.9
+    assert all(c in arch_graph(checkpoint["arch"]).convs for c in layers if c.startswith("stage2"))
+
+    err = run_error(capsys, [*base, "--stages", "5", "-o", str(tmp_path / "x.pth")])
+    assert "has 3 stages" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = run_error(capsys, [*base[:3], "--rank_on", str(empty), "-o", str(tmp_path / "y.pth")])
+    assert str(empty) in err and "no pictures" in err
+    assert not (tmp_path / "x.pth").exists() and not (tmp_path / "y.pth").exists()
 
 
 @pytest.mark.parametrize("regularization", ["none", "l2"])

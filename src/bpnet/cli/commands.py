@@ -103,17 +103,18 @@ def evaluate(commands) -> None:
 
 def prune(commands) -> None:
     """``bpnet prune``."""
-    prune = "remove whole filters (TAO's rules): a smaller dense model to retrain"
+    prune = "remove whole filters (TAO's rules) or stages: a smaller dense model to retrain"
     add = add_command(commands, "prune", "bpnet.prune:prune_command", prune)
     add("-m", "--model", type=Path, required=True, help="trained checkpoint")
     add("-o", "--output_file", type=Path, help="pruned checkpoint to write (.pth)")
     add("-pth", "--pruning_threshold", type=float, default=0.1, help="keep filters normed above")
-    merge = "how coupled convs' norms merge: union, intersection, arithmetic_mean or geometric_mean"
-    add("-eq", "--equalization_criterion", default="union", help=merge)
+    add("-eq", "--equalization_criterion", default="union", help="how coupled convs' ranks merge")
     add("-pg", "--pruning_granularity", type=int, default=8, help="kept widths: multiples of this")
     add("-nf", "--min_num_filters", type=int, default=16, help="minimum filters per layer")
     add("-n", "--normalizer", default="max", help="per-layer normalisation: max or L2")
     add("-el", "--excluded_layers", nargs="*", default=[], metavar="LAYER", help="convs left whole")
+    add("--rank_on", dest="images", metavar="DIR", type=Path, help="rank filters on these pictures")
+    add("--stages", type=int, metavar="N", help="keep only the first N stages (then prune)")
     add("--sweep", metavar="T1,T2,...", help="print the cost at each threshold, write no model")
     add("--input_size", type=int, nargs=2, metavar=("H", "W"), help="where GMACs are counted")
     add("--report", type=Path, help="JSON report; default: <OUT stem>_prune_report.json")
@@ -171,8 +172,7 @@ def export(commands) -> None:
     add("-i", "--data_format", choices=layouts, default=layouts[0], help="NHWC or NCHW")
     add("--sdk_compatible_model", dest="sdk_compatible", action="store_true", help="deployable")
     add("-u", "--upsample_ratio", type=int, default=4, help="deployable model's PAF upsampling")
-    dtypes = ("uint8", "float32")
-    add("--sdk_input_dtype", choices=dtypes, default=dtypes[0], help="deployable model's input")
+    add("--sdk_input_dtype", choices=("uint8", "float32"), default="uint8", help="deployable input")
     methods = ("percentile", "minmax", "entropy")
     add("--cal_method", choices=methods, default=methods[0], help="INT8 activation ranges")
     add("--reduce_range", action="store_true", help="7-bit INT8 weights")

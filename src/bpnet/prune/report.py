@@ -117,6 +117,8 @@ def pruning_report(
             "min_num_filters": settings.min_num_filters,
             "normalizer": settings.normalizer,
             "excluded_layers": list(settings.excluded_layers),
+            "criterion": settings.criterion,
+            "stages": settings.stages,
         },
         "input_size": list(input_size),
         "before": before.to_dict(),
@@ -124,8 +126,13 @@ def pruning_report(
         "params_kept": after.params / before.params,
         "macs_kept": after.macs / before.macs,
         "layers": [
-            {"path": path, "before": layer.width, "after": widths[path], "status": layer.status}
-            for path, layer in plan.layers.items()
+            {
+                "path": path,
+                "before": node.spec["out"],
+                "after": widths.get(path, 0),
+                "status": plan.layers[path].status if path in plan.layers else "dropped stage",
+            }
+            for path, node in arch_graph(arch).convs.items()
         ],
     }
 

@@ -35,6 +35,7 @@ from bpnet.models.arch import IMAGE
 
 EQUALIZATION_CRITERIA = ("union", "intersection", "arithmetic_mean", "geometric_mean")
 NORMALIZERS = ("max", "L2")
+CRITERIA = ("kernel_norm", "activation")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class PruneSettings:
         normalizer: ``-n``; ``max`` or ``L2`` (see the module docstring).
         excluded_layers: ``-el``; conv paths (``backbone.conv1_1``, ``stage2.trunk.conv1``,
             as the report lists them) that keep every filter.
+        criterion: ``kernel_norm`` (TAO's statistic, this module's docstring) or
+            ``activation`` (measured on pictures, :mod:`bpnet.prune.activation`); not TAO's.
+        stages: keep only the first this many stages (None: all); not TAO's.
     """
 
     threshold: float = 0.1
@@ -57,6 +61,8 @@ class PruneSettings:
     min_num_filters: int = 16
     normalizer: str = "max"
     excluded_layers: tuple[str, ...] = field(default_factory=tuple)
+    criterion: str = "kernel_norm"
+    stages: int | None = None
 
     def __post_init__(self):
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -75,6 +81,11 @@ class PruneSettings:
             raise BpnetError(
                 f"normalizer (-n) {self.normalizer!r} is unknown; choose one of "
                 f"{', '.join(NORMALIZERS)}"
+            )
+        if self.criterion not in CRITERIA:
+            raise BpnetError(
+                f"pruning criterion {self.criterion!r} is unknown; choose one of "
+                f"{', '.join(CRITERIA)}"
             )
         for name, value in (
             ("pruning granularity (-pg)", self.granularity),
@@ -205,12 +216,16 @@ def arch_with_widths(arch: dict, widths: dict[str, int]) -> dict:
     return arch
 
 
-def plan_pruning(model: PoseNet, settings: PruneSettings) -> PruningPlan:
+def plan_pruning(
+    model: PoseNet, settings: PruneSettings, statistics: dict[str, np.ndarray] | None = None
+) -> PruningPlan:
     """Decide, by TAO's rules (module docstring), which filters of every conv survive.
 
     Args:
         model: the trained network (its ``arch`` gives the convs and their couplings).
         settings: threshold, equalisation, granularity, minimum, normaliser, exclusions.
+        statistics: conv path -> (out,) statistic of each filter, replacing the kernel norms
+            (:func:`bpnet.prune.activation.channel_statistics`); None: kernel norms.
 
     Returns:
         The plan: one :class:`LayerPlan` per conv, in forward order.
@@ -254,7 +269,12 @@ def plan_pruning(model: PoseNet, settings: PruneSettings) -> PruningPlan:
             kept = tuple(range(width))
         else:
             stats = [
-                normalize_stats(filter_norms(modules[member].weight), settings.normalizer)
+                normalize_stats(
+                    filter_norms(modules[member].weight)
+                    if statistics is None
+                    else statistics[member],
+                    settings.normalizer,
+                )
                 for member in group
             ]
             merged = merge_stats(stats, settings.equalization_criterion)
@@ -284,6 +304,7 @@ def _follow_inputs(node, layers: dict[str, LayerPlan]) -> tuple[int, ...]:
 
 
 __all__ = [
+    "CRITERIA",
     "EQUALIZATION_CRITERIA",
     "NORMALIZERS",
     "LayerPlan",

@@ -7,15 +7,27 @@ The pruned checkpoint is an ordinary bpnet checkpoint (:mod:`bpnet.models.checkp
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-from dataclasses import replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch import Tensor
+
+from bpnet.data.dataset import read_image
 from bpnet.errors import BpnetError
-from bpnet.io import check_output_dir, write_json_atomic
-from bpnet.models.checkpoint import SUFFIXES, load_trained, save_checkpoint
-from bpnet.prune.cut import prune_model
+from bpnet.export.calibration import letterbox_rgb
+from bpnet.inference.model_io import torch_input
+from bpnet.io import check_output_dir, image_files, write_json_atomic
+from bpnet.models import PoseNet
+from bpnet.models.checkpoint import SUFFIXES, TrainedModel, load_trained, save_checkpoint
+from bpnet.progress import progress
+from bpnet.prune.activation import channel_statistics, input_moments
+from bpnet.prune.cut import apply_plan, dependency_graph, keep_stages
 from bpnet.prune.report import (
     Cost,
     arch_cost,
@@ -24,9 +36,94 @@ from bpnet.prune.report import (
     format_sweep,
     pruning_report,
 )
-from bpnet.prune.rules import PruneSettings, arch_with_widths, plan_pruning
+from bpnet.prune.rules import PruneSettings, PruningPlan, arch_with_widths, plan_pruning
 
 DEFAULT_INPUT_SIZE = (368, 368)  # TAO's training size, and the published OpenPose GMAC figure
+PICTURES = 32  # what the activation criterion measures on: the first 32 of --images
+_PICTURE_BATCH = 4
+
+
+@dataclass
+class Prepared:
+    """A network made ready for planning: its stages cut to ``settings.stages``, and for the
+    ``activation`` criterion the statistics and input means measured on pictures."""
+
+    model: PoseNet
+    statistics: dict[str, np.ndarray] | None = None
+    input_means: dict[str, Tensor] | None = None
+
+
+def prepare(
+    model: PoseNet, settings: PruneSettings, pictures: Iterable[Tensor] | None = None
+) -> Prepared:
+    """Cut the stages ``settings`` drops, then measure the ``activation`` criterion.
+
+    Args:
+        pictures: batches of network inputs; needed by the ``activation`` criterion only.
+
+    Raises:
+        BpnetError: the ``activation`` criterion without pictures, or a bad ``stages``.
+    """
+    if settings.stages is not None:
+        model = keep_stages(model, settings.stages)
+    if settings.criterion != "activation":
+        return Prepared(model)
+    if pictures is None:
+        raise BpnetError(
+            "the activation criterion measures each filter on pictures: give --images DIR "
+            "(e.g. the calibration pictures, or --criterion kernel_norm for TAO's)"
+        )
+    moments = input_moments(model, pictures)
+    statistics = channel_statistics(model, dependency_graph(model), moments)
+    return Prepared(model, statistics, {path: m.mean for path, m in moments.items()})
+
+
+def prune_model(
+    model: PoseNet, settings: PruneSettings, pictures: Iterable[Tensor] | None = None
+) -> tuple[PoseNet, PruningPlan]:
+    """Plan with TAO's rules, then cut with torch-pruning (:func:`plan_pruning`,
+    :func:`apply_plan`), after :func:`prepare`.
+
+    Example:
+        >>> pruned, plan = prune_model(model, PruneSettings(threshold=0.05))  # doctest: +SKIP
+        >>> pruned.arch  # per-layer widths, what a checkpoint stores  # doctest: +SKIP
+
+    Args:
+        pictures: batches of network inputs (the ``activation`` criterion's measurement).
+
+    Returns:
+        (the pruned network, the plan it follows).
+    """
+    ready = prepare(model, settings, pictures)
+    plan = plan_pruning(ready.model, settings, ready.statistics)
+    return apply_plan(ready.model, plan, input_means=ready.input_means), plan
+
+
+def read_pictures(
+    folder: str | os.PathLike | None, size: tuple[int, int], trained: TrainedModel
+) -> Iterator[Tensor] | None:
+    """Batches of the first :data:`PICTURES` pictures of ``folder``, letterboxed to ``size``
+    and normalised as ``trained``'s network takes them (None for no folder).
+
+    Raises:
+        BpnetError: a folder that does not exist or holds no pictures.
+    """
+    if folder is None:
+        return None
+    paths = image_files(Path(folder))[:PICTURES] if Path(folder).is_dir() else []
+    if not paths:
+        raise BpnetError(f"{folder}: no pictures (jpg, png, bmp) there; --images names a folder")
+    normalization = trained.train_spec.dataloader.normalization_params
+
+    def batches() -> Iterator[Tensor]:
+        with progress(desc="measuring filters", unit="picture", total=len(paths)) as bar:
+            for start in range(0, len(paths), _PICTURE_BATCH):
+                chunk = paths[start : start + _PICTURE_BATCH]
+                rgb = np.stack([letterbox_rgb(read_image(path), size) for path in chunk])
+                yield torch.from_numpy(torch_input(rgb, normalization))
+                bar.update(len(chunk))
+
+    return batches()
 
 
 def resolve_input_size(
@@ -88,6 +185,7 @@ def prune_checkpoint(
     report_path: str | os.PathLike | None = None,
     force: bool = False,
     key: str | None = None,
+    images: str | os.PathLike | None = None,
 ) -> dict:
     """Prune a trained checkpoint and write the pruned checkpoint and a JSON report.
 
@@ -105,6 +203,8 @@ def prune_checkpoint(
         force: replace an existing ``output_path``.
         key: TAO's ``-k``: the key of an encrypted input; the output is encrypted with it
             (None: written plain).
+        images: a folder of pictures the ``activation`` criterion measures on
+            (:func:`read_pictures`).
 
     Returns:
         The report (:func:`bpnet.prune.report.pruning_report`, plus ``source``, ``output``
@@ -136,15 +236,18 @@ def prune_checkpoint(
     trained = load_trained(model_path, key=key)
     checkpoint, model = trained.checkpoint, trained.model
     size = resolve_input_size(checkpoint, input_size, model.input_multiple)
-    pruned, plan = prune_model(model, settings)
+    pruned, plan = prune_model(model, settings, read_pictures(images, size, trained))
     report = pruning_report(model.arch, pruned.arch, plan, size)
     report = {"source": str(model_path), "output": str(output_path), **report}
-    report["note"] = regularization_note(checkpoint)
+    report["note"] = regularization_note(checkpoint, settings)
     report["report"] = str(report_path)
+    spec = copy.deepcopy(checkpoint.get("spec"))
+    if spec and isinstance(spec.get("model"), dict):
+        spec["model"]["stages"] = len(pruned.arch["stages"])
     save_checkpoint(
         output_path,
         pruned,
-        spec=checkpoint.get("spec"),  # the training spec: normalisation, targets, skeleton
+        spec=spec,  # the training spec: normalisation, targets, skeleton
         pose=trained.pose if checkpoint.get("pose") else None,
         extra={"pruning": {k: v for k, v in report.items() if k != "layers"}},
         key=key,
@@ -176,6 +279,7 @@ def sweep_checkpoint(
     report_path: str | os.PathLike | None = None,
     force: bool = False,
     key: str | None = None,
+    images: str | os.PathLike | None = None,
 ) -> dict:
     """Parameters and MACs a checkpoint keeps at each threshold; no model is written.
 
@@ -190,6 +294,7 @@ def sweep_checkpoint(
         report_path: write the table here as JSON (checked before any work).
         force: replace an existing ``report_path``.
         key: the ``-k`` key of an encrypted checkpoint.
+        images: as in :func:`prune_checkpoint` (measured once for every threshold).
 
     Returns:
         The table (what ``report_path`` receives): ``model``, ``input_size`` (H, W), ``note``
@@ -205,11 +310,12 @@ def sweep_checkpoint(
     sizes = conv_output_sizes(model.arch, size)
     before = arch_cost(model.arch, sizes)
     rows = [_sweep_row(None, before, before)]
+    ready = prepare(model, settings, read_pictures(images, size, trained))
     for threshold in thresholds:
-        plan = plan_pruning(model, replace(settings, threshold=threshold))
-        after = arch_cost(arch_with_widths(model.arch, plan.widths()), sizes)
+        plan = plan_pruning(ready.model, replace(settings, threshold=threshold), ready.statistics)
+        after = arch_cost(arch_with_widths(ready.model.arch, plan.widths()), sizes)
         rows.append(_sweep_row(threshold, after, before))
-    note = regularization_note(checkpoint)
+    note = regularization_note(checkpoint, settings)
     table = {"model": str(model_path), "input_size": list(size), "note": note, "rows": rows}
     if report_path is not None:
         write_json_atomic(report_path, table, indent=2)
@@ -230,6 +336,8 @@ def prune_command(
     report: Path | None,
     force: bool,
     key: str | None,
+    images: Path | None = None,
+    stages: int | None = None,
 ) -> str:
     """``bpnet prune`` with TAO's options: :func:`prune_checkpoint` into ``output_file``, or
     :func:`sweep_checkpoint` over the thresholds ``sweep`` lists (``"0.01,0.05,0.1"``), which
@@ -253,29 +361,29 @@ def prune_command(
         min_num_filters=min_num_filters,
         normalizer=normalizer,
         excluded_layers=tuple(name for item in excluded_layers for name in item.split(",") if name),
+        criterion="kernel_norm" if images is None else "activation",
+        stages=stages,
     )
     size = (input_size[0], input_size[1]) if input_size else None
+    where = dict(input_size=size, report_path=report, force=force, key=key, images=images)
     if sweep is not None:
         thresholds = parse_thresholds(sweep)
         if output_file is not None:
             raise BpnetError("--sweep compares thresholds and writes no model: drop -o")
-        table = sweep_checkpoint(
-            model, settings, thresholds, input_size=size, report_path=report, force=force, key=key
-        )
+        table = sweep_checkpoint(model, settings, thresholds, **where)
         return format_sweep(table) + ("" if report is None else f"\nwrote {report}")
     if output_file is None:
         raise BpnetError(
             "bpnet prune: give the pruned model's path with -o OUT.pth (or compare thresholds "
             "without writing anything: --sweep 0.01,0.05,0.1,0.2,0.5)"
         )
-    result = prune_checkpoint(
-        model, output_file, settings, input_size=size, report_path=report, force=force, key=key
-    )
+    result = prune_checkpoint(model, output_file, settings, **where)
     return f"{format_report(result)}\nwrote {result['output']} and {result['report']}"
 
 
-def regularization_note(checkpoint: dict) -> str | None:
-    """A warning for a checkpoint trained without L1 kernel regularisation, else None.
+def regularization_note(checkpoint: dict, settings: PruneSettings | None = None) -> str | None:
+    """A warning for a checkpoint trained without L1 kernel regularisation, pruned by kernel
+    norm, else None.
 
     TAO's criterion ranks filters by kernel norm. L1 during training drives the kernels a
     network can spare towards zero, so a threshold separates them; without it the norms of a
@@ -283,6 +391,8 @@ def regularization_note(checkpoint: dict) -> str | None:
     network relies on (docs/BENCHMARKS.md, "Pruning"). Checkpoints without a stored spec get
     no note.
     """
+    if settings is not None and settings.criterion != "kernel_norm":
+        return None
     model = (checkpoint.get("spec") or {}).get("model") or {}
     kind = model.get("regularization_type")
     factor = model.get("kernel_regularization_factor")
@@ -293,7 +403,8 @@ def regularization_note(checkpoint: dict) -> str | None:
         f"kernel_regularization_factor {factor}): its filter norms do not single out spare "
         "filters, so expect accuracy to fall steeply with the threshold; train with "
         "model.regularization_type: l1 before pruning, as TAO does (docs/PRUNING.md: behind "
-        "batch norm it helps less)"
+        "batch norm it helps less), or rank filters on pictures: --criterion activation "
+        "--images DIR"
     )
 
 
@@ -309,10 +420,15 @@ def _sweep_row(threshold: float | None, cost: Cost, before: Cost) -> dict:
 
 __all__ = [
     "DEFAULT_INPUT_SIZE",
+    "PICTURES",
+    "Prepared",
     "format_report",
     "parse_thresholds",
+    "prepare",
     "prune_checkpoint",
     "prune_command",
+    "prune_model",
+    "read_pictures",
     "regularization_note",
     "resolve_input_size",
     "sweep_checkpoint",

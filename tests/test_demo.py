@@ -75,6 +75,11 @@ def test_demo_runs_every_step_reports_consistent_figures_and_resumes(settings, t
             assert {(model, form, "strict"), (model, form, "default,")} <= forms
     assert ("imported", "PyTorch FP32", "default,") in forms  # zero-shot
     assert ("pruned (before retraining)", "PyTorch FP32", "strict") in forms
+    # the imported network pruned (stages, then filters ranked on the real train photos)
+    assert {r["model"] for r in real} == {"imported", "imported, pruned"}
+    cut = report["real_photos"]["pruning"]
+    assert cut["stages"] == settings.prune_stages and cut["pictures"].endswith("train")
+    assert Path(cut["pruned"]).is_file() and "no retraining" in cut["summary"]
     assert {(r["form"], r["mode"].split()[0]) for r in real} == {
         (form, mode)
         for form in ("PyTorch FP32", "ONNX Runtime INT8")

@@ -19,6 +19,7 @@ from bpnet.io import write_json_atomic, write_text_atomic, write_with_atomic
 FP32, INT8 = PYTORCH_FP32, ONNX_INT8
 IMPORTED, FINE_TUNED = "imported", "fine-tuned"
 PRUNED, RETRAINED = "pruned (before retraining)", "pruned + retrained"
+PRUNED_ONLY = "imported, pruned"  # the real photos' pruned network: not retrained
 OPENPOSE = "OpenPose COCO"
 AP_COLUMNS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
 
@@ -62,6 +63,7 @@ def build_report(options: dict, records: dict, timings: list[dict]) -> dict:
         row["kept_fp32"] = files.get("kept_fp32")
         row["int8_max_abs_diff"] = files.get("max_abs_diff")
     keys = ("threshold", "target_macs", "reason", "macs_kept", "params_kept", "note")
+    keys += ("stages", "left_whole", "pictures")
     pruning = {key: prune[key] for key in keys}
     pruning["drop"] = []
     for tuned in synthetic:
@@ -290,7 +292,12 @@ def markdown(report: dict, out: Path) -> str:
     if real["skipped"]:
         lines += [f"Real photos: skipped ({real['skipped']}).", ""]
     elif real.get("pruning"):
-        lines += [f"Pruned + retrained imported network on real photos: {real['pruning']}.", ""]
+        cut = real["pruning"]
+        lines += [
+            f"`{PRUNED_ONLY}`: the imported network pruned to {cut['summary']} (report: "
+            f"`{_rel(cut['report'], out)}`).",
+            "",
+        ]
     lines += ["## INT8 AP drop (FP32 AP - INT8 AP)", ""]
     lines += _table(
         [
@@ -321,7 +328,9 @@ def markdown(report: dict, out: Path) -> str:
         "",
         "## Pruning",
         "",
-        f"Threshold `-pth {pruning['threshold']:g}` (TAO's other options at their defaults): "
+        f"`bpnet prune --stages {pruning['stages']} --rank_on {pruning['pictures']}` with "
+        f"{len(pruning['left_whole'])} stage convs left whole (`-el`) and threshold "
+        f"`-pth {pruning['threshold']:g}` (TAO's other options at their defaults): "
         f"{pruning['macs_kept']:.1%} of the MACs and {pruning['params_kept']:.1%} of the "
         f"parameters kept, {pruning['reason']} (the sweep: "
         f"`{_rel(report['files']['sweep'], out)}`)."
@@ -445,7 +454,7 @@ def terminal_table(report: dict, out: Path) -> str:
             lines.append(f"{model:<27}{form:<17}{cells}")
         lines.append("")
     if report["real_photos"].get("pruning"):
-        lines += ["real photos, pruned + retrained: not run (report.md says why)", ""]
+        lines += [f"real photos, {PRUNED_ONLY}: not retrained (report.md says why)", ""]
     speed, models = report["speed"], report["models"]
     runtimes = list(dict.fromkeys(r["runtime"] for r in speed["rows"]))
     h, w = speed["size"]

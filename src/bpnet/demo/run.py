@@ -21,7 +21,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ from bpnet.demo.report import (
     INT8,
     OPENPOSE,
     PRUNED,
+    PRUNED_ONLY,
     RETRAINED,
     minutes,
     write_report,
@@ -48,7 +49,7 @@ from bpnet.export.calibration import sample_calibration_images
 from bpnet.export.exporter import ExportOptions, run_export
 from bpnet.inference.infer import run_inference
 from bpnet.io import LOCK_FILE, folder_lock, read_json, staging_folder, write_json_atomic
-from bpnet.models import build_model, load_checkpoint, save_checkpoint
+from bpnet.models import arch_graph, build_model, load_checkpoint, save_checkpoint
 from bpnet.pose import load_pose_config
 from bpnet.prune.report import arch_cost, conv_output_sizes
 from bpnet.prune.rules import PruneSettings
@@ -66,11 +67,10 @@ OPENPOSE_SPEC = (
     "model.backbone_attributes.mtype=openpose_coco",
     "model.stages=6",
 )
-# why the imported network is not pruned on the real photos (docs/BENCHMARKS.md)
-NO_REAL_PRUNING = (
-    "not run: every cut of the imported network that removes a live filter has lost all of its "
-    "AP, and distillation on the fixture photos has not brought it back within the demo's "
-    'budget (docs/BENCHMARKS.md, "Pruning the imported network, retrained by distillation")'
+# why the pruned imported network is not retrained on the real photos (docs/BENCHMARKS.md)
+NOT_RETRAINED = (
+    "no retraining: distillation on the fixture's 48 train photos has not raised its AP in "
+    'any recipe tried (docs/BENCHMARKS.md, "Pruning that keeps a working network")'
 )
 
 
@@ -87,6 +87,9 @@ class DemoSettings:
         retrain_share: the part of the budget that retrains the pruned network.
         target_macs: the sweep picks the threshold keeping the most MACs at or below this.
         thresholds: the pruning thresholds swept (TAO's other options at their defaults).
+        prune_stages: ``bpnet prune --stages``: the stages kept before filters are ranked.
+        prune_whole: the stage convs (by name in their branch) left whole (``-el``): the
+            64-wide separable convs of tf-pose's stages lose AP at any cut (docs/BENCHMARKS.md).
         strict_spec: strict mode (fixed input, padded): FP32 vs INT8.
         synthetic_spec: default mode on the synthetic pictures (their own size).
         photo_spec: default mode on real photos (and on a ``--data`` dataset).
@@ -112,6 +115,8 @@ class DemoSettings:
     retrain_share: float = 0.25
     target_macs: float = 0.5
     thresholds: tuple[float, ...] = tuple(round(0.02 * i, 2) for i in range(1, 51))
+    prune_stages: int = 2
+    prune_whole: tuple[str, ...] = ("conv1_pw", "conv2_pw", "conv3_pw")
     strict_spec: Path = Path("specs/infer_spec_strict.yaml")
     synthetic_spec: Path = Path("specs/infer_spec_synthetic.yaml")
     photo_spec: Path = Path("specs/infer_spec.yaml")
@@ -396,31 +401,40 @@ class Demo:
         return {"rows": rows}
 
     def prune(self, folder: Path) -> dict:
-        s, demo = self.settings, self.record("train")["checkpoint"]
-        sweep = folder / "sweep.json"
-        table = sweep_checkpoint(
-            demo,
-            PruneSettings(),
-            list(s.thresholds),
-            input_size=s.bench_size,
-            report_path=sweep,
-            force=True,
+        demo = self.record("train")["checkpoint"]
+        return self.prune_to_target(demo, split_paths(self.root, self.split("train"))[1], folder)
+
+    def prune_to_target(self, checkpoint: str | Path, pictures: Path, folder: Path) -> dict:
+        """``bpnet prune --stages N --rank_on PICTURES -el ...``: sweep, then prune at the
+        threshold keeping the most MACs at or below the target."""
+        s = self.settings
+        base = PruneSettings(
+            criterion="activation",
+            stages=s.prune_stages,
+            excluded_layers=stage_convs(checkpoint, s.prune_stages, s.prune_whole),
         )
+        sweep = folder / "sweep.json"
+        where = {"input_size": s.bench_size, "force": True, "images": pictures}
+        table = sweep_checkpoint(checkpoint, base, list(s.thresholds), report_path=sweep, **where)
         row, reason = pick_threshold(table["rows"][1:], s.target_macs)
         self.say(
-            f"  swept {len(s.thresholds)} thresholds ({sweep}): -pth {row['threshold']:g} keeps "
-            f"{row['macs_kept']:.1%} of the MACs, {row['params_kept']:.1%} of the parameters "
-            f"({reason})"
+            f"  {s.prune_stages} stages, filters ranked on {pictures}, {len(base.excluded_layers)}"
+            f" stage convs whole; swept {len(s.thresholds)} thresholds ({sweep}): -pth "
+            f"{row['threshold']:g} keeps {row['macs_kept']:.1%} of the MACs, "
+            f"{row['params_kept']:.1%} of the parameters ({reason})"
         )
-        settings = PruneSettings(threshold=row["threshold"])
         pruned = folder / "pruned.pth"
-        report = prune_checkpoint(demo, pruned, settings, input_size=s.bench_size, force=True)
+        settings = replace(base, threshold=row["threshold"])
+        report = prune_checkpoint(checkpoint, pruned, settings, **where)
         return {
             "threshold": row["threshold"],
             "target_macs": s.target_macs,
             "reason": reason,
             "macs_kept": report["macs_kept"],
             "params_kept": report["params_kept"],
+            "stages": s.prune_stages,
+            "left_whole": list(base.excluded_layers),
+            "pictures": str(pictures),
             "pruned": str(pruned),
             "report": report["report"],
             "sweep": str(sweep),
@@ -529,7 +543,17 @@ class Demo:
                 s.pretrained, folder / "fp32_strict", s.strict_spec, IMPORTED, FP32, **where
             ),
         ]
-        self.say(f"  pruned + retrained: {NO_REAL_PRUNING}")
+        pruning = self.prune_to_target(s.pretrained, split_paths(root, train)[1], folder)
+        pruned = pruning["pruned"]
+        rows += [
+            self.score(pruned, folder / "pruned_default", s.photo_spec, PRUNED_ONLY, FP32, **where),
+            self.score(pruned, folder / "pruned_strict", s.strict_spec, PRUNED_ONLY, FP32, **where),
+        ]
+        pruning["summary"] = (
+            f"{pruning['macs_kept']:.1%} of the MACs ({s.prune_stages} stages, -pth "
+            f"{pruning['threshold']:g}, filters ranked on {train}); {NOT_RETRAINED}"
+        )
+        self.say(f"  pruned imported network: {pruning['summary']}")
         calibration = self.sample(root, train, folder / "calibration", s.real_calibration_images)
         tensorfile = folder / "export" / "calibration.tensorfile"
         tensorfile.unlink(missing_ok=True)
@@ -547,7 +571,7 @@ class Demo:
         ]
         return {
             "skipped": None,
-            "pruning": NO_REAL_PRUNING,
+            "pruning": pruning,
             "rows": rows,
             "export": exported,
             "calibration": calibration,
@@ -664,6 +688,19 @@ def mode_label(spec: InferenceSpec) -> str:
 
 def fmt_ap(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def stage_convs(checkpoint: str | Path, stages: int, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The convs of a checkpoint's first ``stages`` stages whose own name is in ``names``
+    (``stage2.paf.conv1_pw`` for ``conv1_pw``)."""
+    convs = arch_graph(load_checkpoint(checkpoint)["arch"]).convs
+    return tuple(
+        path
+        for path in convs
+        if path.startswith("stage")
+        and int(path.split(".")[0][len("stage") :]) <= stages
+        and path.rsplit(".", 1)[-1] in names
+    )
 
 
 def pick_threshold(rows: list[dict], target: float) -> tuple[dict, str]:

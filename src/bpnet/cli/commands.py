@@ -213,5 +213,5 @@ def demo(commands) -> None:
     """``bpnet demo``."""
     add = add_command(commands, "demo", "bpnet.demo:demo_command", "the whole workflow, one report")
     add("-r", "--results_dir", dest="out", type=Path, default=Path("runs/demo"), help="its folder")
-    add("--budget", metavar="MINUTES", type=float, help="training minutes (default: 7)")
+    add("--budget", metavar="MINUTES", type=float, help="training minutes (default: 10)")
     add("--data", metavar="ROOT", type=Path, help="a COCO-layout dataset, not synthetic pictures")

@@ -647,6 +647,9 @@ def test_cli_ranks_on_pictures_and_drops_stages(
     empty.mkdir()
     err = run_error(capsys, [*base[:3], "--rank_on", str(empty), "-o", str(tmp_path / "y.pth")])
     assert str(empty) in err and "no pictures" in err
+    (empty / "broken.jpg").write_bytes(b"not a picture")
+    err = run_error(capsys, [*base[:3], "--rank_on", str(empty), "-o", str(tmp_path / "y.pth")])
+    assert "broken.jpg" in err and "remove it from the --rank_on folder" in err
     assert not (tmp_path / "x.pth").exists() and not (tmp_path / "y.pth").exists()
 
 

@@ -113,5 +113,5 @@ def test_channels_the_pictures_never_move_are_removed_exactly(pose):
 
 def test_the_activation_criterion_needs_pictures(pose):
     model = trained_model(pose, **TFPOSE)
-    with pytest.raises(BpnetError, match="--images DIR"):
+    with pytest.raises(BpnetError, match="--rank_on DIR"):
         prune_model(model, ACTIVATION)

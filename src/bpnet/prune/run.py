@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from bpnet.data.dataset import read_image
-from bpnet.errors import BpnetError
+from bpnet.errors import BpnetError, DatasetError, UnreadableImageError
 from bpnet.export.calibration import letterbox_rgb
 from bpnet.inference.model_io import torch_input
 from bpnet.io import check_output_dir, image_files, write_json_atomic
@@ -39,7 +39,7 @@ from bpnet.prune.report import (
 from bpnet.prune.rules import PruneSettings, PruningPlan, arch_with_widths, plan_pruning
 
 DEFAULT_INPUT_SIZE = (368, 368)  # TAO's training size, and the published OpenPose GMAC figure
-PICTURES = 32  # what the activation criterion measures on: the first 32 of --images
+PICTURES = 32  # what the activation criterion measures on: the first 32 of --rank_on
 _PICTURE_BATCH = 4
 
 
@@ -70,8 +70,8 @@ def prepare(
         return Prepared(model)
     if pictures is None:
         raise BpnetError(
-            "the activation criterion measures each filter on pictures: give --images DIR "
-            "(e.g. the calibration pictures, or --criterion kernel_norm for TAO's)"
+            "the activation criterion measures each filter on pictures: give --rank_on DIR "
+            "(e.g. the calibration pictures), or leave it out for TAO's kernel norm"
         )
     moments = input_moments(model, pictures)
     statistics = channel_statistics(model, dependency_graph(model), moments)
@@ -112,18 +112,27 @@ def read_pictures(
         return None
     paths = image_files(Path(folder))[:PICTURES] if Path(folder).is_dir() else []
     if not paths:
-        raise BpnetError(f"{folder}: no pictures (jpg, png, bmp) there; --images names a folder")
+        raise BpnetError(f"{folder}: no pictures (jpg, png, bmp) there; --rank_on names a folder")
     normalization = trained.train_spec.dataloader.normalization_params
 
     def batches() -> Iterator[Tensor]:
         with progress(desc="measuring filters", unit="picture", total=len(paths)) as bar:
             for start in range(0, len(paths), _PICTURE_BATCH):
                 chunk = paths[start : start + _PICTURE_BATCH]
-                rgb = np.stack([letterbox_rgb(read_image(path), size) for path in chunk])
+                rgb = np.stack([letterbox_rgb(_read(path), size) for path in chunk])
                 yield torch.from_numpy(torch_input(rgb, normalization))
                 bar.update(len(chunk))
 
     return batches()
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        return read_image(path)
+    except UnreadableImageError as err:  # a folder of pictures: no annotation file to fix
+        raise DatasetError(
+            err.advise("replace it or remove it from the --rank_on folder")
+        ) from None
 
 
 def resolve_input_size(
@@ -403,8 +412,7 @@ def regularization_note(checkpoint: dict, settings: PruneSettings | None = None)
         f"kernel_regularization_factor {factor}): its filter norms do not single out spare "
         "filters, so expect accuracy to fall steeply with the threshold; train with "
         "model.regularization_type: l1 before pruning, as TAO does (docs/PRUNING.md: behind "
-        "batch norm it helps less), or rank filters on pictures: --criterion activation "
-        "--images DIR"
+        "batch norm it helps less), or rank filters on pictures: --rank_on DIR"
     )
 
 

@@ -2,7 +2,9 @@
 
 Whole filters go, so the result is a smaller dense network (no masks), stored like any other
 checkpoint: its arch holds the new per-layer widths. :mod:`bpnet.prune.rules` decides which
-filters go (TAO's rules), :mod:`bpnet.prune.cut` removes them.
+filters go (TAO's rules), on kernel norms or on the statistic :mod:`bpnet.prune.activation`
+measures on pictures (``--rank_on``); :mod:`bpnet.prune.cut` removes them, and drops stages
+(``--stages``); :mod:`bpnet.prune.run` is ``bpnet prune``.
 
 Example:
     >>> from bpnet.prune import PruneSettings, prune_model

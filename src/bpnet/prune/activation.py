@@ -37,7 +37,7 @@ class InputMoments:
     """What one conv reads and computes over the pictures, in float64: the mean and variance
     of each input channel (over pictures and positions), and the variance of each output
     channel before its normalisation (within each picture, averaged, for an instance norm,
-    which divides by that; over pictures and positions otherwise).
+    which divides by that; otherwise within each batch of pictures, averaged over pictures).
     """
 
     count: int = 0

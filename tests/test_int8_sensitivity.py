@@ -119,6 +119,11 @@ def test_unknown_node_names_and_unnamed_nodes_are_one_line_errors(depthwise_onnx
     path, reader, ranges = depthwise_onnx
     with pytest.raises(BpnetError, match="--keep_fp32 /nope: no node of that name"):
         manual_report(path, ["/nope"])
+    with pytest.raises(BpnetError, match=r"--keep_fp32 /nope\*: the pattern matches no node"):
+        manual_report(path, ["/nope*"])
+    # a pattern stands for every node it matches, once, in graph order
+    report = manual_report(path, ["/pw/Conv", "/*w/Conv"])
+    assert report.kept_fp32 == ("/pw/Conv", "/dw/Conv")
     model = onnx.load(str(path))
     for node in model.graph.node:
         node.name = ""

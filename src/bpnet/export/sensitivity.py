@@ -28,6 +28,7 @@ are reported, so the effect of the choice is measured, not assumed.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import json
 import logging
@@ -301,7 +302,7 @@ def find_sensitive_layers(
 
     model = onnx.load(str(fp32_model))
     kinds = node_kinds(model)
-    check_node_names(keep_fp32, kinds, str(fp32_model))
+    keep_fp32 = expand_node_names(keep_fp32, kinds, str(fp32_model))
     layers = candidate_layers(model)
     if any(not layer.name for layer in layers):
         raise BpnetError(
@@ -358,8 +359,7 @@ def manual_report(fp32_model: str | Path, keep_fp32: Sequence[str]) -> Sensitivi
     import onnx
 
     kinds = node_kinds(onnx.load(str(fp32_model)))
-    check_node_names(keep_fp32, kinds, str(fp32_model))
-    kept = tuple(dict.fromkeys(keep_fp32))
+    kept = expand_node_names(keep_fp32, kinds, str(fp32_model))
     return SensitivityReport(
         layers=(),
         kept_fp32=kept,
@@ -378,14 +378,32 @@ def node_kinds(model) -> dict[str, str]:
     return {node.name: layer_kind(node, initializers) for node in model.graph.node if node.name}
 
 
-def check_node_names(names: Sequence[str], kinds: dict[str, str], source: str) -> None:
-    """Raise a one-line error for the first name that is not a node of the graph."""
+def expand_node_names(names: Sequence[str], kinds: dict[str, str], source: str) -> tuple[str, ...]:
+    """``--keep_fp32`` entries -> node names: a name is taken as it is, a pattern with ``*``,
+    ``?`` or ``[`` (shell-style, :mod:`fnmatch`: ``/model/stage*``) stands for every node it
+    matches, in graph order.
+
+    Raises:
+        BpnetError: the first name that is not a node, or a pattern that matches none.
+    """
+    expanded: dict[str, None] = {}
     for name in names:
-        if name not in kinds:
+        if any(c in name for c in "*?["):
+            matches = [node for node in kinds if fnmatch.fnmatchcase(node, name)]
+            if not matches:
+                raise BpnetError(
+                    f"--keep_fp32 {name}: the pattern matches no node of {source}; use the node "
+                    "names of the FP32 model (OUT.fp32.onnx, e.g. in Netron)"
+                )
+            expanded.update(dict.fromkeys(matches))
+        elif name not in kinds:
             raise BpnetError(
                 f"--keep_fp32 {name}: no node of that name in {source}; use the node names "
                 "of the FP32 model (OUT.fp32.onnx, e.g. in Netron)"
             )
+        else:
+            expanded[name] = None
+    return tuple(expanded)
 
 
 def _first_batches(reader, count: int, source: str) -> list[dict[str, np.ndarray]]:

@@ -53,33 +53,43 @@ def render_markdown(result: dict, files: dict[str, Path] | None = None) -> str:
     for model in result["models"]:
         if model["note"]:
             lines.append(f"{model['label']}: {model['note']}.")
-    lines += [
-        "",
-        f"| model | input | runtime | batch | ms/frame | FPS | x {baseline or 'baseline'} | AP |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["cells"]:
-        ratio = "" if row["vs_baseline"] is None else f"{row['vs_baseline']:.2f}x"
-        ap = "" if row["ap"] is None else f"{row['ap']:.3f}"
-        lines.append(
-            f"| {row['model']} | {size_text(row['size'])} | {row['runtime']} | {row['batch']} | "
-            f"{row['ms_per_frame']:.1f} | {row['fps']:.1f} | {ratio} | {ap} |"
-        )
+    ratio_header = f"x {baseline or 'baseline'}"
+    lines += [""]
+    lines += markdown_table(
+        ["model", "input", "runtime", "batch", "ms/frame", "FPS", ratio_header, "AP"],
+        [
+            [
+                *_cell_start(row),
+                str(row["batch"]),
+                f"{row['ms_per_frame']:.1f}",
+                f"{row['fps']:.1f}",
+                "" if row["vs_baseline"] is None else f"{row['vs_baseline']:.2f}x",
+                "" if row["ap"] is None else f"{row['ap']:.3f}",
+            ]
+            for row in result["cells"]
+        ],
+    )
     if result["end_to_end"]:
         lines += [
             "",
             "End-to-end, batch 1 (one picture: warp, normalise, network, map fusion, decoding):",
             "",
-            "| model | input | runtime | ms/frame | FPS | pre-processing + network ms | "
-            "decode ms | people |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        for row in result["end_to_end"]:
-            lines.append(
-                f"| {row['model']} | {size_text(row['size'])} | {row['runtime']} | "
-                f"{row['ms_per_frame']:.1f} | {row['fps']:.1f} | {row['maps_ms']:.1f} | "
-                f"{row['decode_ms']:.1f} | {row['people']} |"
-            )
+        header = ["model", "input", "runtime", "ms/frame", "FPS", "pre-processing + network ms"]
+        lines += markdown_table(
+            [*header, "decode ms", "people"],
+            [
+                [
+                    *_cell_start(row),
+                    f"{row['ms_per_frame']:.1f}",
+                    f"{row['fps']:.1f}",
+                    f"{row['maps_ms']:.1f}",
+                    f"{row['decode_ms']:.1f}",
+                    str(row["people"]),
+                ]
+                for row in result["end_to_end"]
+            ],
+        )
     if result["best"]:
         lines += [
             "",
@@ -87,15 +97,20 @@ def render_markdown(result: dict, files: dict[str, Path] | None = None) -> str:
             "best AP "
             "given; batch 1; runtimes without a given AP are not candidates):",
             "",
-            "| model | input | runtime | FPS | AP | candidates | AP given for |",
-            "|---|---|---|---|---|---|---|",
         ]
-        for row in result["best"]:
-            lines.append(
-                f"| {row['model']} | {size_text(row['size'])} | {row['runtime']} | "
-                f"{row['fps']:.1f} | {row['ap']:.3f} | {', '.join(row['candidates'])} | "
-                f"{', '.join(row['known_ap'])} |"
-            )
+        lines += markdown_table(
+            ["model", "input", "runtime", "FPS", "AP", "candidates", "AP given for"],
+            [
+                [
+                    *_cell_start(row),
+                    f"{row['fps']:.1f}",
+                    f"{row['ap']:.3f}",
+                    ", ".join(row["candidates"]),
+                    ", ".join(row["known_ap"]),
+                ]
+                for row in result["best"]
+            ],
+        )
     if result["notes"]:
         lines += ["", "Notes:", *[f"- {text}" for text in result["notes"]]]
     if files:
@@ -105,6 +120,17 @@ def render_markdown(result: dict, files: dict[str, Path] | None = None) -> str:
         if pictures:
             lines += ["", *pictures]
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: the header, the separator, one line per row of cell texts."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _cell_start(row: dict) -> list[str]:
+    """The model, input size and runtime columns every table starts with."""
+    return [row["model"], size_text(row["size"]), row["runtime"]]
 
 
 def plot_fps(result: dict, path: Path) -> Path:

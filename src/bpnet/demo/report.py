@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from bpnet.bench.report import markdown_table
 from bpnet.demo.speed import ONNX_INT8, PYTORCH_FP32
 from bpnet.io import write_json_atomic, write_text_atomic, write_with_atomic
 
@@ -239,11 +240,6 @@ def minutes(seconds: float) -> str:
     return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{seconds:.1f}s"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def markdown(report: dict, out: Path) -> str:
     """``report.md``: every table of the report, the plots and pictures, the steps' times."""
     options, data = report["options"], report["data"]
@@ -274,7 +270,7 @@ def markdown(report: dict, out: Path) -> str:
             continue
         first = rows[0]
         lines += [f"### {name.replace('_', ' ')}: {first['data']} ({first['images']} pictures)", ""]
-        lines += _table(
+        lines += markdown_table(
             ["model", "form", "mode", *AP_COLUMNS, "results"],
             [
                 [
@@ -299,7 +295,7 @@ def markdown(report: dict, out: Path) -> str:
             "",
         ]
     lines += ["## INT8 AP drop (FP32 AP - INT8 AP)", ""]
-    lines += _table(
+    lines += markdown_table(
         [
             "model",
             "data",
@@ -337,7 +333,7 @@ def markdown(report: dict, out: Path) -> str:
         + (f" bpnet prune's {pruning['note']}." if pruning["note"] else ""),
         "",
     ]
-    lines += _table(
+    lines += markdown_table(
         [
             "mode",
             "fine-tuned AP",
@@ -374,7 +370,7 @@ def markdown(report: dict, out: Path) -> str:
         "",
     ]
     models = report["models"]
-    lines += _table(
+    lines += markdown_table(
         [
             "model",
             "parameters",
@@ -417,7 +413,7 @@ def markdown(report: dict, out: Path) -> str:
     for name, pictures in files["pictures"].items():
         lines += [f"{name}:", ""] + [f"![{name}]({_rel(p, out)})" for p in pictures] + [""]
     lines += ["## Steps", ""]
-    lines += _table(
+    lines += markdown_table(
         ["#", "step", "folder", "time"],
         [
             [

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch_pruning as tp
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from bpnet.models import PoseNet, arch_graph
 from bpnet.models.blocks import ConvBlock, DepthwiseConvBlock
@@ -46,24 +45,24 @@ class InputMoments:
     pictures: int = 0
     output_var_sum: Tensor | None = None
 
-    def add(self, conv: ConvBlock, x: Tensor) -> None:
-        """Accumulate one batch ``x`` of the conv's input."""
-        with torch.no_grad():
-            y = conv._conv_forward(
-                x if conv.tf_pad is None else F.pad(x, conv.tf_pad), conv.weight, conv.bias
-            )
-        y = y.to(torch.float64)
-        if isinstance(conv.bn, nn.InstanceNorm2d):
-            var = y.var(dim=(2, 3), unbiased=False).sum(dim=0)
-        else:
-            var = y.var(dim=(0, 2, 3), unbiased=False) * y.shape[0]
-        self.pictures += y.shape[0]
-        self.output_var_sum = var if self.output_var_sum is None else self.output_var_sum + var
+    def add_input(self, x: Tensor) -> None:
+        """Accumulate one batch of the conv's input."""
         x = x.detach().to(torch.float64)
         total, squares = x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3))
         self.count += x.shape[0] * x.shape[2] * x.shape[3]
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
+
+    def add_output(self, y: Tensor, per_picture: bool) -> None:
+        """Accumulate one batch of the conv's output before its normalisation (and
+        activation); ``per_picture``: the variance within each picture (instance norm)."""
+        y = y.detach().to(torch.float64)
+        if per_picture:
+            var = y.var(dim=(2, 3), unbiased=False).sum(dim=0)
+        else:
+            var = y.var(dim=(0, 2, 3), unbiased=False) * y.shape[0]
+        self.pictures += y.shape[0]
+        self.output_var_sum = var if self.output_var_sum is None else self.output_var_sum + var
 
     @property
     def mean(self) -> Tensor:
@@ -93,7 +92,17 @@ def input_moments(model: PoseNet, batches: Iterable[Tensor]) -> dict[str, InputM
     for path, module in model.named_modules():
         if isinstance(module, ConvBlock) and not isinstance(module, DepthwiseConvBlock):
             moment = moments[path] = InputMoments()
-            hooks.append(module.register_forward_pre_hook(lambda m, x, s=moment: s.add(m, x[0])))
+            hooks.append(
+                module.register_forward_pre_hook(lambda _m, x, s=moment: s.add_input(x[0]))
+            )
+            # what the norm (or, without one, the activation) reads is the conv's output
+            after = module.act if module.bn is None else module.bn
+            per_picture = isinstance(module.bn, nn.InstanceNorm2d)
+            hooks.append(
+                after.register_forward_pre_hook(
+                    lambda _m, y, s=moment, p=per_picture: s.add_output(y[0], p)
+                )
+            )
     try:
         with torch.no_grad():
             for batch in batches:

@@ -182,40 +182,23 @@ def compensate_removed_outputs(
     """
     modules = dict(model.named_modules())
     names = {module: name for name, module in modules.items()}
-    probe = copy.deepcopy(model).eval()
-    probe_modules = dict(probe.named_modules())
+    groups = list(_cut_groups(plan))
     cuts: list[tuple[ConvBlock, list[int]]] = []  # (consumer, its removed input channels)
     with torch.no_grad():
-        for path, layer, removed in _cut_groups(plan):
-            for member in layer.group:
-                _output_constants(probe_modules[member], removed)
+        for path, _, removed in groups:
             cuts += consumer_inputs(graph, modules[path], removed)
         if not cuts:
             return
         if input_means is None:
-            inputs: dict[int, Tensor] = {}  # cut number -> the removed channels it sees
-            hooks = [
-                probe_modules[names[consumer]].register_forward_pre_hook(
-                    _input_recorder(inputs, i, idxs)
-                )
-                for i, (consumer, idxs) in enumerate(cuts)
-            ]
-            weight = next(model.parameters())
-            try:
-                probe(weight.new_zeros(1, 3, _TRACE_SIDE, _TRACE_SIDE))
-            finally:
-                for hook in hooks:
-                    hook.remove()
-            # the removed channels are constant maps: their mean is their value
-            values = {i: inputs[i][0].mean(dim=(1, 2)) for i in range(len(cuts))}
+            values = _zero_statistic_values(model, groups, cuts, names)
         else:
-            values = {
-                i: input_means[names[consumer]][idxs].to(consumer.weight.dtype)
-                for i, (consumer, idxs) in enumerate(cuts)
-            }
+            values = [
+                input_means[names[consumer]][idxs].to(consumer.weight.dtype)
+                for consumer, idxs in cuts
+            ]
         convs = arch_graph(model.arch).convs
-        for i, (consumer, idxs) in enumerate(cuts):
-            shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ values[i]  # (out,)
+        for (consumer, idxs), value in zip(cuts, values, strict=True):
+            shift = consumer.weight[:, idxs].sum(dim=(2, 3)) @ value  # (out,)
             if isinstance(consumer.bn, nn.InstanceNorm2d):
                 continue  # it subtracts each map's own mean: a constant input shift vanishes
             if consumer.bias is None and consumer.bn is None:
@@ -227,6 +210,34 @@ def compensate_removed_outputs(
                 consumer.bias += shift
             else:
                 consumer.bn.running_mean -= shift
+
+
+def _zero_statistic_values(
+    model: PoseNet,
+    groups: list[tuple[str, LayerPlan, list[int]]],
+    cuts: list[tuple[ConvBlock, list[int]]],
+    names: dict[nn.Module, str],
+) -> list[Tensor]:
+    """What each cut's consumer sees of its removed channels once their filters output what a
+    zero statistic gives (:func:`_output_constants`), one forward of a probe copy."""
+    probe = copy.deepcopy(model).eval()
+    probe_modules = dict(probe.named_modules())
+    for _, layer, removed in groups:
+        for member in layer.group:
+            _output_constants(probe_modules[member], removed)
+    inputs: dict[int, Tensor] = {}  # cut number -> the removed channels it sees
+    hooks = [
+        probe_modules[names[consumer]].register_forward_pre_hook(_input_recorder(inputs, i, idxs))
+        for i, (consumer, idxs) in enumerate(cuts)
+    ]
+    weight = next(model.parameters())
+    try:
+        probe(weight.new_zeros(1, 3, _TRACE_SIDE, _TRACE_SIDE))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # the removed channels are constant maps: their mean is their value
+    return [inputs[i][0].mean(dim=(1, 2)) for i in range(len(cuts))]
 
 
 def keep_stages(model: PoseNet, count: int) -> PoseNet:

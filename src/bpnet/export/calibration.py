@@ -76,6 +76,19 @@ def letterbox_rgb(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return warp_rgb(image_bgr, geometry)
 
 
+def read_letterboxed(path: Path, size: tuple[int, int], folder: str) -> np.ndarray:
+    """A picture of a plain folder, letterboxed as :func:`letterbox_rgb` does.
+
+    Raises:
+        DatasetError: an unreadable picture, named, with the fix (no annotation file to fix
+            here: replace it or remove it from ``folder``).
+    """
+    try:
+        return letterbox_rgb(read_image(path), size)
+    except UnreadableImageError as err:
+        raise DatasetError(err.advise(f"replace the file or remove it from {folder}")) from None
+
+
 def build_calibration_data(
     images: list[Path], path: str | Path, size: tuple[int, int], batch_size: int
 ) -> None:
@@ -87,19 +100,11 @@ def build_calibration_data(
     batches = len(images) // batch_size
     shape = (batches, batch_size, size[0], size[1], 3)
 
-    def read(path: Path) -> np.ndarray:
-        try:
-            return letterbox_rgb(read_image(path), size)
-        except UnreadableImageError as err:  # a folder of pictures: no annotation file to fix
-            raise DatasetError(
-                err.advise("replace the file or remove it from the calibration folder")
-            ) from None
-
     def generate() -> Iterator[np.ndarray]:
         with progress(desc="calibration images", unit="image", total=shape[0] * shape[1]) as bar:
             for b in range(batches):
                 chunk = images[b * batch_size : (b + 1) * batch_size]
-                yield np.stack([read(p) for p in chunk])
+                yield np.stack([read_letterboxed(p, size, "the calibration folder") for p in chunk])
                 bar.update(len(chunk))
 
     write_tensorfile(path, generate(), shape, [p.name for p in images[: batches * batch_size]])

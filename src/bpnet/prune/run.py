@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bpnet.data.dataset import read_image
-from bpnet.errors import BpnetError, DatasetError, UnreadableImageError
-from bpnet.export.calibration import letterbox_rgb
+from bpnet.errors import BpnetError
+from bpnet.export.calibration import read_letterboxed
 from bpnet.inference.model_io import torch_input
 from bpnet.io import check_output_dir, image_files, write_json_atomic
 from bpnet.models import PoseNet
@@ -119,20 +118,11 @@ def read_pictures(
         with progress(desc="measuring filters", unit="picture", total=len(paths)) as bar:
             for start in range(0, len(paths), _PICTURE_BATCH):
                 chunk = paths[start : start + _PICTURE_BATCH]
-                rgb = np.stack([letterbox_rgb(_read(path), size) for path in chunk])
+                rgb = np.stack([read_letterboxed(p, size, "the --rank_on folder") for p in chunk])
                 yield torch.from_numpy(torch_input(rgb, normalization))
                 bar.update(len(chunk))
 
     return batches()
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        return read_image(path)
-    except UnreadableImageError as err:  # a folder of pictures: no annotation file to fix
-        raise DatasetError(
-            err.advise("replace it or remove it from the --rank_on folder")
-        ) from None
 
 
 def resolve_input_size(

@@ -311,3 +311,24 @@ def test_model_files_that_cannot_load_are_one_line(tmp_path, coco_fixture, capsy
                          (tmp_path / "missing.pth", "not found")]:  # fmt: skip
         argv = ["evaluate", "-m", path, "-d", coco_fixture, "--split", "val2017", "-r", tmp_path]
         assert needle in one_line_error(*run(argv, capsys)[::2])
+
+
+def test_agreement_ap_scores_one_models_people_against_anothers():
+    from bpnet.data.coco import COCO_OKS_SIGMAS
+    from bpnet.evaluate.coco_eval import agreement_ap
+
+    rng = np.random.default_rng(0)
+    people = rng.uniform(50, 250, (2, 17, 3)).astype(np.float32)
+    people[..., 2] = 1.0
+    people[1, :5] = 0.0  # a person without a head: the missing joints do not count
+    image = (people, np.array([0.9, 0.8], np.float32))
+    none = (np.zeros((0, 17, 3), np.float32), np.zeros(0, np.float32))
+    assert agreement_ap([image, none], [image, none], COCO_OKS_SIGMAS) == pytest.approx(1.0)
+    assert agreement_ap([none], [image], COCO_OKS_SIGMAS) is None  # nobody to agree on
+    assert agreement_ap([image], [none], COCO_OKS_SIGMAS) == 0.0
+    moved = people.copy()
+    moved[..., :2] += rng.normal(0, 4, moved[..., :2].shape)  # joints a few pixels off
+    partly = agreement_ap([image], [(moved, image[1])], COCO_OKS_SIGMAS)
+    assert 0.0 < partly < 1.0
+    extra = (np.concatenate([people, moved + 400]), np.array([0.9, 0.8, 0.95, 0.95]))
+    assert agreement_ap([image], [extra], COCO_OKS_SIGMAS) < 1.0  # people FP32 did not find

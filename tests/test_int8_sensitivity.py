@@ -18,6 +18,7 @@ from bpnet.export.sensitivity import (
     find_sensitive_layers,
     manual_report,
     name_unnamed_nodes,
+    node_blocks,
     output_sqnr,
 )
 
@@ -146,3 +147,86 @@ def test_output_sqnr():
     assert output_sqnr(
         [[r.transpose(0, 2, 1) for r in ref[0]]], [[o.transpose(0, 2, 1) for o in out[0]]], -1
     ) == pytest.approx(-10 * math.log10(relative))
+
+
+class Wrapped(nn.Module):
+    """DepthwiseNet one scope down, named as bpnet's networks are: /model/dw/Conv ..."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = DepthwiseNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+@pytest.fixture(scope="module")
+def wrapped_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("wrapped") / "wrapped.onnx"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            Wrapped().eval(), torch.zeros(1, 3, 32, 32), str(path), input_names=["x"],
+            output_names=["y"], opset_version=17, dynamo=False,
+        )  # fmt: skip
+    rng = np.random.default_rng(0)
+    reader = Batches([rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)])
+    return path, reader, calibrate_ranges(path, reader, "percentile")
+
+
+def test_blocks_are_scopes_with_the_unscoped_nodes_only_they_read(wrapped_onnx):
+    path, _, _ = wrapped_onnx
+    blocks = node_blocks(onnx.load(str(path)))
+    assert blocks == {
+        "/model/conv": ["/model/conv/Conv"],
+        "/model/dw": ["/model/Relu", "/model/dw/Conv"],  # the Relu only the dw conv reads
+        "/model/pw": ["/model/Div", "/model/Relu_1", "/model/pw/Conv"],
+    }
+
+
+def test_the_block_pass_keeps_blocks_fp32_worst_first_until_the_score_is_reached(wrapped_onnx):
+    """No node stands out (margin inf): the block pass alone finds the depthwise conv's block,
+    scoring each quantized model by its output SQNR, and stops once the model reaches 30 dB."""
+    path, reader, ranges = wrapped_onnx
+    reference = [[y] for y in _outputs(path, reader)]
+
+    def score(model):
+        return output_sqnr(reference, [[y] for y in _outputs(model, reader)])
+
+    report = find_sensitive_layers(
+        path, reader, ranges, margin_db=math.inf, threads=1, score=score, block_threshold=30.0,
+        block_scored="SQNR",
+    )  # fmt: skip
+    scores = {b.name: b.score for b in report.blocks}
+    assert min(scores, key=scores.get) == "/model/dw"
+    assert report.block_start < 30.0 <= report.blocks[1].score_after
+    assert [b.name for b in report.fragile_blocks] == ["/model/dw"]
+    assert report.kept_fp32 == ("/model/Relu", "/model/dw/Conv")
+    assert report.by_block == {"/model/Relu", "/model/dw/Conv"}
+    assert report.sqnr_kept_db > report.sqnr_int8_db + 20
+    assert report.ms_fp32 > 0 and report.ms_int8 > 0
+    printed = "\n".join(report.lines())
+    assert "/model/dw (block of 2 nodes): SQNR" in printed and "reaches 30.000" in printed
+    assert "ms per calibration batch: FP32" in printed
+    summary = report.summary()
+    assert summary["fp32_blocks"] == ["/model/dw"] and summary["block_threshold"] == 30.0
+    # a threshold the model already meets keeps no block; one it never meets keeps them all
+    met = find_sensitive_layers(
+        path, reader, ranges, margin_db=math.inf, threads=1, score=score,
+        block_threshold=-math.inf, timing_rounds=0,
+    )  # fmt: skip
+    assert met.kept_fp32 == () and met.ms_fp32 is None
+    never = find_sensitive_layers(
+        path, reader, ranges, margin_db=math.inf, threads=1, score=score,
+        block_threshold=math.inf, timing_rounds=0,
+    )  # fmt: skip
+    assert [b.name for b in never.fragile_blocks] == ["/model/dw", "/model/conv", "/model/pw"]
+
+
+def _outputs(path, reader) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reader.rewind()
+    return [session.run(None, batch)[0] for batch in iter(reader.get_next, None)]

@@ -71,6 +71,16 @@ LAYOUT_HINT = (
 )
 
 
+def oks_sigmas(pose: PoseConfig) -> tuple[float, ...]:
+    """The OKS falloff per dataset keypoint (tracking, agreement between models): the pose config's
+    ``oks_sigmas``, else COCO's for the COCO 17, else COCO's mean for every keypoint."""
+    if pose.oks_sigmas is not None:
+        return pose.oks_sigmas
+    if tuple(pose.dataset_keypoints) == COCO_KEYPOINTS:
+        return COCO_OKS_SIGMAS
+    return (float(np.mean(COCO_OKS_SIGMAS)),) * len(pose.dataset_keypoints)
+
+
 def split_paths(root: str | os.PathLike, split: str) -> tuple[Path, Path]:
     """Where a split lives: ``(ROOT/annotations/person_keypoints_<split>.json, ROOT/<split>/)``."""
     root = Path(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from pycocotools.cocoeval import COCOeval
@@ -114,3 +115,73 @@ def oks_sigmas_for(split: CocoSplit, pose: PoseConfig) -> np.ndarray | None:
     sigmas = np.empty(len(split.keypoint_names), np.float64)
     sigmas[order] = pose.oks_sigmas
     return sigmas
+
+
+def agreement_ap(
+    reference: Sequence[tuple[np.ndarray, np.ndarray]],
+    test: Sequence[tuple[np.ndarray, np.ndarray]],
+    sigmas: Sequence[float],
+) -> float | None:
+    """COCO keypoint AP of one model's people scored against another's as the ground truth.
+
+    How well a changed model (INT8, pruned) finds the people its original finds, on pictures
+    without labels: every person of ``reference`` becomes a ground-truth annotation (its box
+    and area from its found keypoints), every person of ``test`` a detection. 1.0 when the
+    two agree; like COCO AP, 0.0 when ``test`` finds none of them.
+
+    Args:
+        reference: per image, (keypoints (N, K, 3) in the dataset order, x, y and a score > 0
+            where found; scores (N,)), e.g. ``People.to_dataset(pose)`` and ``People.scores``.
+        test: the same for the model under test, image by image.
+        sigmas: (K,) OKS sigmas.
+
+    Returns:
+        The AP, or None when ``reference`` has no person (nothing to agree on).
+    """
+    from pycocotools.coco import COCO
+
+    annotations, detections = [], []
+    for image_id, ((ref_points, _), (points, scores)) in enumerate(
+        zip(reference, test, strict=True)
+    ):
+        for person in ref_points:
+            found = person[:, 2] > 0
+            if not found.any():
+                continue
+            low, high = person[found, :2].min(0), np.maximum(person[found, :2].max(0), 0)
+            width, height = np.maximum(high - low, 1.0)
+            keypoints = np.concatenate([person[:, :2], 2.0 * found[:, None]], 1)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                "iscrowd": 0, "keypoints": keypoints.ravel().tolist(),
+                "num_keypoints": int(found.sum()), "area": float(width * height),
+                "bbox": [float(low[0]), float(low[1]), float(width), float(height)],
+            })  # fmt: skip
+        detections += [
+            {
+                "image_id": image_id,
+                "category_id": 1,
+                "keypoints": p.ravel().tolist(),
+                "score": float(s),
+            }
+            for p, s in zip(points, scores, strict=True)
+        ]
+    if not annotations:
+        return None
+    if not detections:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {
+            "images": [{"id": i} for i in range(len(reference))],
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "person"}],
+        }
+        truth.createIndex()
+        evaluator = COCOeval(truth, truth.loadRes(detections), iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
+        evaluator.params.maxDets = [MAX_DETS]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return max(float(evaluator.stats[0]), 0.0)

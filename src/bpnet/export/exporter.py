@@ -21,6 +21,7 @@ from bpnet.config.spec import STRIDE
 from bpnet.encryption import encrypt
 from bpnet.errors import BpnetError
 from bpnet.export import calibration as cal
+from bpnet.export.agreement import PoseAgreement
 from bpnet.export.int8 import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
@@ -41,6 +42,7 @@ from bpnet.inference.model_io import ModelIO, maps_from_outputs, network_input, 
 from bpnet.io import check_output_dir, copy_all_atomic, staging_folder
 from bpnet.models.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES
 from bpnet.models.checkpoint import load_trained
+from bpnet.pose import PoseConfig
 from bpnet.progress import step_callback
 
 CALIBRATION_SIZE = (288, 384)  # TAO's strict-mode size, for models with dynamic H and W
@@ -201,8 +203,18 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
             if options.sensitivity == "auto":
                 say(
                     "INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
-                    f"{options.sensitivity_margin:g} dB below the median node's)"
+                    f"{options.sensitivity_margin:g} dB below the median node's), then each block"
                 )
+                agreement = _pose_agreement(fp32, reader, io_, trained.pose, say)
+                floor = None
+                if agreement is not None:
+                    low, high = ranges[io_.input_name]
+                    floor = agreement.noise_floor(fp32, (high - low) / 255)
+                    say(
+                        f"block pass: blocks stay FP32 until the INT8 model's people agree with "
+                        f"FP32's as well as FP32's own on inputs with an INT8 step of noise: "
+                        f"agreement AP {floor:.3f}"
+                    )
                 int8_report = find_sensitive_layers(
                     fp32,
                     reader,
@@ -212,6 +224,10 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                     reduce_range=options.reduce_range,
                     channel_axis=-1 if io_.layout == "NHWC" else 1,
                     progress=step_callback("sensitivity node", "node", say),
+                    block_progress=step_callback("sensitivity block", "block", say),
+                    score=agreement,
+                    block_threshold=floor or 0.0,
+                    block_scored="agreement AP",
                 )
             else:
                 int8_report = manual_report(fp32, options.keep_fp32)
@@ -295,6 +311,25 @@ def export_command(
     ]
     lines += [f"  {what}: {path}" for what, path in result["files"].items()]
     return "\n".join(lines)
+
+
+def _pose_agreement(
+    fp32: Path, reader, io_: ModelIO, pose: PoseConfig, say
+) -> PoseAgreement | None:
+    """The block pass's score: agreement with the FP32 model's people on every calibration
+    batch; None (no block pass) when the FP32 model finds nobody on them."""
+    reader.rewind()
+    inputs = list(iter(reader.get_next, None))
+    reader.rewind()
+    agreement = PoseAgreement(fp32, inputs, io_, pose)
+    if agreement.num_people == 0:
+        say(
+            "note: the FP32 model finds no people on the calibration pictures, so the block pass "
+            "has nothing to compare; only the per-node pass runs (calibrate on pictures of people)"
+        )
+        return None
+    say(f"block pass: the FP32 model finds {agreement.num_people} people on {len(inputs)} batches")
+    return agreement
 
 
 def parse_input_dims(text: str) -> tuple[int, int]:

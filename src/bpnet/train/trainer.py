@@ -337,7 +337,7 @@ def _train(
                 outputs = net(images)  # per stage: (heatmaps, pafs)
                 if teacher is not None:
                     with torch.no_grad():
-                        taught = teacher(images)[-1]
+                        taught = teacher(images)
             losses = compute_loss(outputs, targets, spec)
             if teacher is not None:
                 losses = distillation_loss(outputs, taught, losses, spec)
@@ -689,26 +689,38 @@ def build_training_model(
 
 def distillation_loss(
     outputs: list[tuple[torch.Tensor, torch.Tensor]],
-    taught: tuple[torch.Tensor, torch.Tensor],
+    taught: list[tuple[torch.Tensor, torch.Tensor]],
     label_losses: dict[str, torch.Tensor],
     spec: ExperimentSpec,
 ) -> dict[str, torch.Tensor]:
     """``label_weight`` x the loss on the labels + ``teacher_weight`` x the same loss against
-    the teacher's last-stage maps, on every pixel: the teacher has an answer where the labels
-    have none (crowds, unlabelled people, pictures without annotations). Each pixel of the
-    teacher loss weighs ``1 + teacher_peak_weight x`` the teacher's strongest joint there.
+    the teacher's maps, on every pixel: the teacher has an answer where the labels have none
+    (crowds, unlabelled people, pictures without annotations). Each pixel of the teacher loss
+    weighs ``1 + teacher_peak_weight x`` the teacher's strongest joint there (last stage).
+
+    Which teacher maps each stage learns (``loss.teacher_stages``): ``last``, the teacher's
+    last stage for every stage; ``matched``, the teacher's stage k for stage k and its last
+    stage for the last one (a pruned network with fewer stages keeps its first stages'
+    job and only its last stage learns to answer like the teacher's last).
 
     Args:
         outputs: the trained network's maps, per stage.
-        taught: the teacher's last-stage ``(heatmaps, pafs)``.
+        taught: the teacher's ``(heatmaps, pafs)``, per stage.
         label_losses: :func:`compute_loss` on the labels.
     """
-    heatmaps, pafs = taught
+    heatmaps = taught[-1][0]
     # every pixel counts; where the teacher sees a joint it counts more (teacher_peak_weight)
     joints = heatmaps[:, :-1].float().amax(dim=1).clamp_min(0)  # (B, h, w)
     weights = 1 + spec.loss.teacher_peak_weight * joints
-    targets = {"heatmaps": heatmaps, "pafs": pafs, "mask": weights}
-    teacher = compute_loss(outputs, targets, spec)
+    if spec.loss.teacher_stages == "matched":
+        stages = [min(k, len(taught) - 1) for k in range(len(outputs) - 1)] + [len(taught) - 1]
+    else:
+        stages = [len(taught) - 1] * len(outputs)
+    per_stage = [
+        compute_loss([out], {"heatmaps": taught[k][0], "pafs": taught[k][1], "mask": weights}, spec)
+        for out, k in zip(outputs, stages, strict=True)
+    ]
+    teacher = {key: sum(losses[key] for losses in per_stage) for key in per_stage[0]}
     label, weight = spec.loss.label_weight, spec.loss.teacher_weight
     return {key: label * label_losses[key] + weight * teacher[key] for key in label_losses}
 

@@ -67,19 +67,23 @@ class Batches:
         return len(self.batches)
 
 
-@pytest.fixture(scope="module")
-def depthwise_onnx(tmp_path_factory):
+def exported(net_class: type[nn.Module], path):
+    """(the ONNX file of a seeded ``net_class()``, a reader of 4 random batches, their ranges)."""
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("dw") / "dw.onnx"
     with warnings.catch_warnings():  # the TorchScript exporter, as bpnet's own export uses
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(
-            DepthwiseNet().eval(), torch.zeros(1, 3, 32, 32), str(path), input_names=["x"],
+            net_class().eval(), torch.zeros(1, 3, 32, 32), str(path), input_names=["x"],
             output_names=["y"], opset_version=17, dynamo=False,
         )  # fmt: skip
     rng = np.random.default_rng(0)
     reader = Batches([rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)])
     return path, reader, calibrate_ranges(path, reader, "percentile")
+
+
+@pytest.fixture(scope="module")
+def depthwise_onnx(tmp_path_factory):
+    return exported(DepthwiseNet, tmp_path_factory.mktemp("dw") / "dw.onnx")
 
 
 def test_the_depthwise_conv_that_int8_wrecks_stays_fp32(depthwise_onnx, tmp_path):
@@ -162,17 +166,7 @@ class Wrapped(nn.Module):
 
 @pytest.fixture(scope="module")
 def wrapped_onnx(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("wrapped") / "wrapped.onnx"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            Wrapped().eval(), torch.zeros(1, 3, 32, 32), str(path), input_names=["x"],
-            output_names=["y"], opset_version=17, dynamo=False,
-        )  # fmt: skip
-    rng = np.random.default_rng(0)
-    reader = Batches([rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)])
-    return path, reader, calibrate_ranges(path, reader, "percentile")
+    return exported(Wrapped, tmp_path_factory.mktemp("wrapped") / "wrapped.onnx")
 
 
 def test_blocks_are_scopes_with_the_unscoped_nodes_only_they_read(wrapped_onnx):

@@ -94,7 +94,8 @@ class DemoSettings:
         synthetic_spec: default mode on the synthetic pictures (their own size).
         photo_spec: default mode on real photos (and on a ``--data`` dataset).
         calibration_images: INT8 calibration pictures sampled from the train split.
-        sensitivity: the INT8 export's per-node sensitivity pass (``auto`` or ``off``).
+        sensitivity: the INT8 export's sensitivity pass, per node then per block (``auto`` or
+            ``off``).
         real_photos: a COCO-layout dataset of real photos; None or missing: that step is skipped.
         real_splits: its (train, val) splits: calibration pictures, evaluation.
         real_calibration_images: at most this many calibration pictures from it.

@@ -72,7 +72,8 @@ class ExportOptions:
         cal_method: ``minmax``, ``entropy`` or ``percentile``.
         reduce_range: 7-bit INT8 weights (for CPUs that saturate; see docs/EXPORT.md).
         sensitivity: ``auto`` keeps in FP32 the nodes whose quantization alone costs the
-            outputs more than ``sensitivity_margin`` dB of SQNR beyond the median node's
+            outputs more than ``sensitivity_margin`` dB of SQNR beyond the median node's, then
+            whole blocks until the INT8 model's people agree with the FP32 model's
             (:mod:`bpnet.export.sensitivity`); ``off`` quantizes every node but ``keep_fp32``.
         sensitivity_margin: the ``auto`` rule's margin, in dB.
         keep_fp32: ONNX node names left in FP32 whatever the pass says.

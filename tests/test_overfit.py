@@ -19,8 +19,7 @@ from bpnet.data.dataset import build_dataloader
 from bpnet.evaluate.evaluate import evaluate
 from bpnet.inference.torch_source import TorchSource
 from bpnet.models import build_model, load_trained
-from bpnet.targets import encode_batch
-from bpnet.train.trainer import compute_loss, train
+from bpnet.train.trainer import batch_targets, compute_loss, train
 from coco_subset import subset
 
 IMAGE_IDS = (12448, 328757)  # one labelled person each (8 keypoints), 267 and 503 px tall
@@ -96,15 +95,7 @@ def test_training_on_two_real_images_takes_their_ap_off_zero(coco_fixture, tmp_p
     # runs once sat beside
     trained = load_trained(tmp_path / "run" / "model_epoch_200.pth").model.eval()
     batch = next(iter(build_dataloader(spec, train=True, pose=pose, shuffle=False)))
-    labels = spec.dataloader.label_processor_config
-    targets = encode_batch(
-        batch["keypoints"],
-        batch["mask"],
-        pose,
-        stride=trained.stride,
-        sigma=labels.heatmap_gaussian_sigma,
-        paf_width=labels.paf_ortho_dist_thresh,
-    )
+    targets = batch_targets(batch, pose, trained.stride, spec)
     with torch.no_grad():
         outputs = trained(batch["image"])
     background = []

@@ -308,7 +308,6 @@ def _train(
     if dist.device.type == "cpu" and (note := busy_cpu_note(torch.get_num_threads())):
         say(note)
 
-    labels = spec.dataloader.label_processor_config
     decoupled = spec.model.regularization_mode == "decoupled"  # the L1/L2 term after each step
     summary = {"resumed_from": start_epoch if checkpoint else None, "validation": None}
     epoch_loss, images_per_s = float("nan"), 0.0
@@ -322,14 +321,7 @@ def _train(
         )
         started, loss_sum = time.perf_counter(), torch.zeros(4)
         for done, batch in enumerate(loader, 1):
-            targets = encode_batch(
-                batch["keypoints"],
-                batch["mask"],
-                pose,
-                stride=model.stride,
-                sigma=labels.heatmap_gaussian_sigma,
-                paf_width=labels.paf_ortho_dist_thresh,
-            )
+            targets = batch_targets(batch, pose, model.stride, spec)
             targets = {k: v.to(dist.device, non_blocking=True) for k, v in targets.items()}
             images = batch["image"].to(dist.device, non_blocking=True)
             images = images.contiguous(memory_format=memory_format)
@@ -775,6 +767,20 @@ def autocast_dtype(mode: str, device: torch.device, say=print) -> torch.dtype | 
     return torch.float16 if mode == "fp16" else torch.bfloat16
 
 
+def batch_targets(batch: dict, pose: PoseConfig, stride: int, spec: ExperimentSpec) -> dict:
+    """A batch's heatmap and PAF targets with the spec's label settings
+    (``dataloader.label_processor_config``), as training computes its loss on them."""
+    labels = spec.dataloader.label_processor_config
+    return encode_batch(
+        batch["keypoints"],
+        batch["mask"],
+        pose,
+        stride=stride,
+        sigma=labels.heatmap_gaussian_sigma,
+        paf_width=labels.paf_ortho_dist_thresh,
+    )
+
+
 def compute_loss(
     outputs: list[tuple[torch.Tensor, torch.Tensor]],
     targets: dict[str, torch.Tensor],
@@ -835,6 +841,7 @@ def validate(
 
 
 __all__ = [
+    "batch_targets",
     "build_training_model",
     "busy_cpu_note",
     "check_finite",

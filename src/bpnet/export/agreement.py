@@ -52,14 +52,17 @@ class PoseAgreement:
         """People the reference finds on the inputs."""
         return sum(len(scores) for _, scores in self.reference)
 
-    def people(self, path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per input image: (keypoints (N, K, 3) in the dataset order, scores (N,))."""
+    def people(
+        self, path: str | Path, inputs: list[dict[str, np.ndarray]] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image of ``inputs`` (None: the reference's): (keypoints (N, K, 3) in the dataset
+        order, scores (N,))."""
         from bpnet.inference.onnx_source import make_session
 
         session = make_session(path, self.threads)
         names = [output.name for output in session.get_outputs()]
         found = []
-        for batch in self.inputs:
+        for batch in self.inputs if inputs is None else inputs:
             outputs = dict(zip(names, session.run(None, batch), strict=True))
             for item in range(len(next(iter(batch.values())))):
                 heatmaps, pafs = maps_from_outputs(outputs, self.io, item=item)
@@ -72,15 +75,11 @@ class PoseAgreement:
         uniform noise of +-``step`` / 2: what the rounding of the input alone to an INT8
         step costs, the least any INT8 model pays."""
         rng = np.random.default_rng(seed)
-        clean = self.inputs
-        self.inputs = [
+        noisy = [
             {k: v + rng.uniform(-step / 2, step / 2, v.shape).astype(v.dtype) for k, v in b.items()}
-            for b in clean
+            for b in self.inputs
         ]
-        try:
-            return self(path)
-        finally:
-            self.inputs = clean
+        return agreement_ap(self.reference, self.people(path, noisy), self.sigmas)
 
     def __call__(self, path: str | Path) -> float | None:
         """The agreement AP (None when the reference finds nobody)."""

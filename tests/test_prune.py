@@ -636,10 +636,23 @@ def test_cli_ranks_on_pictures_and_drops_stages(
     assert len(checkpoint["arch"]["stages"]) == 2 and checkpoint["spec"]["model"]["stages"] == 2
     report = json.loads((tmp_path / "pruned_prune_report.json").read_text())
     assert report["settings"]["criterion"] == "activation" and report["settings"]["stages"] == 2
+    assert report["settings"]["refit"] and report["refitted"]  # convs that lost inputs
+    assert all(arch_graph(checkpoint["arch"]).convs[path] for path in report["refitted"])
+    assert f"refitted {len(report['refitted'])} convs" in capsys.readouterr().out
     layers = {layer["path"]: layer for layer in report["layers"]}
     assert layers["stage3.paf.conv3"]["status"] == "dropped stage"
     assert layers["stage3.paf.conv3"]["after"] == 0 and report["macs_kept"] < 0.9
     assert all(c in arch_graph(checkpoint["arch"]).convs for c in layers if c.startswith("stage2"))
+
+    plain = tmp_path / "plain.pth"
+    assert main([*base, "--stages", "2", "-o", str(plain), "-pth", "0.01", "--no_refit"]) == 0
+    report = json.loads((tmp_path / "plain_prune_report.json").read_text())
+    assert report["settings"]["refit"] is False and report["refitted"] == []
+    assert "refitted" not in capsys.readouterr().out
+    weights = load_checkpoint(out)["state_dict"]
+    assert any(
+        not torch.equal(w, weights[k]) for k, w in load_checkpoint(plain)["state_dict"].items()
+    )
 
     err = run_error(capsys, [*base, "--stages", "5", "-o", str(tmp_path / "x.pth")])
     assert "has 3 stages" in err

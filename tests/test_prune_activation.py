@@ -146,12 +146,13 @@ def test_refit_recovers_outputs_a_removed_input_channel_carried(kernel, bn, cons
         torch.testing.assert_close(cut(x), expected, atol=1e-3, rtol=1e-3)  # the ridge
 
 
-def test_refit_brings_a_cut_network_closer_to_the_unpruned_one(pose):
-    """Half the filters go (tf-pose's layout: instance norms, depthwise convs, batch norms):
+@pytest.mark.parametrize("kind", ["mobilenet_v2_tfpose", "vgg_stage_bn", "resnet"])
+def test_refit_brings_a_cut_network_closer_to_the_unpruned_one(pose, kind):
+    """Filters go (tf-pose: instance norms, depthwise convs; VGG: 3x3 convs; ResNet: residual adds):
     on pictures it was not fitted on, the refitted network's last maps are closer to the
     unpruned network's than those of the same cut without refit, and only convs that lost
     inputs changed."""
-    model = trained_model(pose, **TFPOSE)
+    model = trained_model(pose, **MODEL_TYPES[kind])
     settings = replace(ACTIVATION, threshold=0.5)
     refitted, _ = prune_model(model, settings, pictures(16))
     plain, _ = prune_model(model, replace(settings, refit=False), pictures(16))

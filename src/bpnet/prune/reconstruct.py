@@ -31,6 +31,7 @@ from bpnet.models.blocks import ConvBlock, DepthwiseConvBlock
 
 SAMPLES_PER_PICTURE = 1024  # output positions each picture gives a fit: ~32k rows for 32
 RIDGE = 1e-4  # towards the current weights, per input, relative to its own energy
+_CHUNK = 4096  # rows of the fit turned into float64 at a time
 
 
 def _kernel_inputs(conv: ConvBlock, x: Tensor) -> Tensor:
@@ -59,12 +60,19 @@ def refit_conv(conv: ConvBlock, inputs: Tensor, target: Tensor) -> None:
         inputs: (N, in * k * k) values under the kernel, rows = output positions.
         target: (N, out) the outputs to reproduce, before the normalisation.
     """
-    rows = torch.cat([inputs, inputs.new_ones(len(inputs), 1)], dim=1).double()
+    size = inputs.shape[1] + 1
+    gram = torch.zeros(size, size, dtype=torch.float64)
+    moment = torch.zeros(size, target.shape[1], dtype=torch.float64)
+    for start in range(0, len(inputs), _CHUNK):  # in float64, a chunk of rows at a time
+        rows = inputs[start : start + _CHUNK].double()
+        rows = torch.cat([rows, rows.new_ones(len(rows), 1)], dim=1)
+        gram += rows.T @ rows
+        moment += rows.T @ target[start : start + _CHUNK].double()
     current = torch.cat([conv.weight.flatten(1).T, _intercept(conv)[None]]).double()
-    gram, ridge = rows.T @ rows, torch.zeros(len(rows.T), dtype=torch.float64)
+    ridge = torch.zeros(size, dtype=torch.float64)
     ridge[:-1] = RIDGE * gram.diagonal()[:-1] + 1e-12  # the intercept is not held back
     gram.diagonal().add_(ridge)
-    solution = torch.linalg.solve(gram, rows.T @ target.double() + ridge[:, None] * current)
+    solution = torch.linalg.solve(gram, moment + ridge[:, None] * current)
     weight, intercept = solution[:-1].T.to(conv.weight.dtype), solution[-1].to(conv.weight.dtype)
     conv.weight.copy_(weight.reshape(conv.weight.shape))
     if conv.bias is not None:
@@ -136,9 +144,10 @@ def reconstruct(
 
     def refit(path):
         def hook(conv, inputs):
-            values = _kernel_inputs(conv, inputs[0])
-            if path in samples:
-                values = values[:, :, samples[path]]
+            # one picture at a time: unfolding a whole batch at full resolution would take
+            # (channels x kernel area) times the input's memory
+            where = samples.get(path, slice(None))
+            values = torch.cat([_kernel_inputs(conv, x[None])[:, :, where] for x in inputs[0]])
             refit_conv(conv, _rows(values), _rows(targets.pop(path)))
 
         return hook

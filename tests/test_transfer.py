@@ -272,3 +272,19 @@ def test_matched_teacher_stages_teach_each_stage_its_own_stage():
     assert cost([teacher[0], teacher[1]], "matched") > 0.0  # stage 2 must learn stage 3
     with pytest.raises(SpecError, match="teacher_stages"):
         load_experiment_spec(None, ["loss.teacher_stages=first"])
+
+
+@pytest.mark.parametrize(
+    "stages,said",
+    [("last", "its last-stage maps teach every stage"), ("matched", "its stage k teaches stage k")],
+)
+def test_the_teacher_line_says_which_stages_it_teaches(imported, tmp_path, photos, stages, said):
+    spec = spec_file(
+        tmp_path / "s.yaml",
+        teacher_model=str(imported),
+        dataloader={"dataset_config": pictures_only(photos)},
+        loss={"label_weight": 0.0, "teacher_stages": stages},
+    )
+    lines = []
+    transfer.load_teacher(load_experiment_spec(spec), load_model(imported).model, lines.append)
+    assert len(lines) == 1 and said in lines[0] and str(imported) in lines[0]

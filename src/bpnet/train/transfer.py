@@ -151,8 +151,12 @@ def load_teacher(
             "a teacher must have the same skeleton"
         )
     teacher.eval().requires_grad_(False)
+    taught = {
+        "last": "its last-stage maps teach every stage",
+        "matched": "its stage k teaches stage k, its last stage the last",
+    }[spec.loss.teacher_stages]
     say(
-        f"teacher: {source} (its last-stage maps teach every stage; loss = "
+        f"teacher: {source} ({taught}; loss = "
         f"{spec.loss.label_weight} x labels + {spec.loss.teacher_weight} x teacher)"
     )
     return teacher

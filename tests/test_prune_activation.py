@@ -14,7 +14,7 @@ from bpnet.pose import load_pose_config
 from bpnet.prune import PruneSettings, prune_model
 from bpnet.prune.activation import channel_statistics, input_moments
 from bpnet.prune.cut import dependency_graph, keep_stages
-from bpnet.prune.reconstruct import _kernel_inputs, _raw_output, _rows, refit_conv, refit_paths
+from bpnet.prune.reconstruct import as_rows, kernel_inputs, raw_output, refit_conv, refit_paths
 from bpnet.prune.run import prepare
 from test_prune import MODEL_TYPES, images, trained_model
 
@@ -126,7 +126,8 @@ def test_refit_recovers_outputs_a_removed_input_channel_carried(kernel, bn, cons
     """A removed input that was a mix of the kept ones (plus a constant: a 1x1 conv, where no
     zero padding breaks the mix) is no loss to a linear conv: the refit finds weights that give
     the unpruned outputs again, where dropping the channel does not. The constant goes to the
-    bias, or to a batch norm's running mean."""
+    bias, or to a batch norm's running mean, measured from the unpruned one's (the cut had
+    already folded the removed channel's mean into the pruned conv's)."""
     spec = {"out": 4, "kernel": kernel, "stride": 1, "dilation": 1, "bias": not bn, "bn": bn}
     spec["act"] = "relu"
     torch.manual_seed(0)
@@ -136,13 +137,15 @@ def test_refit_recovers_outputs_a_removed_input_channel_carried(kernel, bn, cons
             full.bn.running_mean.uniform_(-1, 1)
             full.bn.running_var.uniform_(0.5, 2)
         cut.bn.load_state_dict(full.bn.state_dict())
+        cut.bn.running_mean -= 0.3  # what the fold of the removed channel's mean left
     x = torch.randn(8, 5, 12, 12)
     x6 = torch.cat([x, 2 * x[:, :1] - x[:, 1:2] + constant], dim=1)  # channel 5: 2 x0 - x1 + c
     with torch.no_grad():
         expected = full(x6)
         cut.weight.copy_(full.weight[:, :5])
         assert (cut(x) - expected).abs().max() > 0.1
-        refit_conv(cut, _rows(_kernel_inputs(cut, x)), _rows(_raw_output(full, x6)))
+        centre = full.bn.running_mean if bn else None
+        refit_conv(cut, as_rows(kernel_inputs(cut, x)), as_rows(raw_output(full, x6)), centre)
         torch.testing.assert_close(cut(x), expected, atol=1e-3, rtol=1e-3)  # the ridge
 
 
@@ -157,12 +160,14 @@ def test_refit_brings_a_cut_network_closer_to_the_unpruned_one(pose, kind):
     refitted, _ = prune_model(model, settings, pictures(16))
     plain, _ = prune_model(model, replace(settings, refit=False), pictures(16))
     changed = {
-        path
-        for path, weight in refitted.state_dict().items()
-        if path.endswith(".weight") and not torch.equal(weight, plain.state_dict()[path])
+        key
+        for key, value in refitted.state_dict().items()
+        if not torch.equal(value, plain.state_dict()[key])
     }
     paths = refit_paths(refitted, model)
-    assert paths and changed == {f"{path}.weight" for path in paths}
+    assert paths and {f"{path}.weight" for path in paths} <= changed
+    refit = {f"{path}.{name}" for path in paths for name in ("weight", "bias", "bn.running_mean")}
+    assert changed <= refit
     x = torch.cat(pictures(4, seed=11))
     with torch.no_grad():
         expected, near, far = model(x)[-1], refitted(x)[-1], plain(x)[-1]

@@ -114,7 +114,7 @@ def prune(commands) -> None:
     add("-el", "--excluded_layers", nargs="*", default=[], metavar="LAYER", help="convs left whole")
     add("--rank_on", dest="images", metavar="DIR", type=Path, help="rank filters on these pictures")
     add("--stages", type=int, metavar="N", help="keep only the first N stages (then prune)")
-    add("--no_refit", dest="refit", action="store_false", help="refit no conv on --rank_on")
+    add("--no_refit", dest="refit", action="store_false", help="do not refit convs (--rank_on)")
     add("--sweep", metavar="T1,T2,...", help="print the cost at each threshold, write no model")
     add("--input_size", type=int, nargs=2, metavar=("H", "W"), help="where GMACs are counted")
     add("--report", type=Path, help="JSON report; default: <OUT stem>_prune_report.json")

@@ -22,6 +22,8 @@ each sees one channel, which the cut keeps or removes whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,57 +36,66 @@ RIDGE = 1e-4  # towards the current weights, per input, relative to its own ener
 _CHUNK = 4096  # rows of the fit turned into float64 at a time
 
 
-def _kernel_inputs(conv: ConvBlock, x: Tensor) -> Tensor:
+def kernel_inputs(conv: ConvBlock, x: Tensor) -> Tensor:
     """(B, in * k * k, L): the values under the conv's kernel at each of its L outputs."""
     if conv.tf_pad is not None:
         x = F.pad(x, conv.tf_pad)
     return F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
 
 
-def _raw_output(conv: ConvBlock, x: Tensor) -> Tensor:
+def raw_output(conv: ConvBlock, x: Tensor) -> Tensor:
     """(B, out, L): the conv's output before its normalisation and activation."""
     if conv.tf_pad is not None:
         x = F.pad(x, conv.tf_pad)
     return conv._conv_forward(x, conv.weight, conv.bias).flatten(2)
 
 
-def refit_conv(conv: ConvBlock, inputs: Tensor, target: Tensor) -> None:
+def refit_conv(
+    conv: ConvBlock, inputs: Tensor, target: Tensor, centre: Tensor | None = None
+) -> None:
     """Set ``conv``'s weights (and intercept) to the least-squares map from ``inputs`` to
     ``target``, in place, with a ridge that pulls each weight towards its current value.
 
     The ridge is :data:`RIDGE` times each input's own energy: it decides only the directions
     the rows leave open (dead or duplicate inputs, fewer rows than inputs), where the conv
-    keeps the weights it had; weights that already reproduce ``target`` are kept exactly.
+    keeps the weights it had; weights that already reproduce ``target`` are kept exactly. The
+    intercept goes to the bias; for a conv without one, to its batch norm's running mean
+    (``centre`` minus the intercept); an instance norm removes it; a conv with neither is
+    fitted without one.
 
     Args:
         inputs: (N, in * k * k) values under the kernel, rows = output positions.
         target: (N, out) the outputs to reproduce, before the normalisation.
+        centre: (out,) the batch norm running mean ``target`` is measured against (the
+            unpruned conv's); None: the conv's own.
     """
-    size = inputs.shape[1] + 1
+    with_intercept = conv.bias is not None or conv.bn is not None
+    inputs, target = inputs.detach().cpu(), target.detach().cpu()
+    size = inputs.shape[1] + with_intercept
     gram = torch.zeros(size, size, dtype=torch.float64)
     moment = torch.zeros(size, target.shape[1], dtype=torch.float64)
     for start in range(0, len(inputs), _CHUNK):  # in float64, a chunk of rows at a time
         rows = inputs[start : start + _CHUNK].double()
-        rows = torch.cat([rows, rows.new_ones(len(rows), 1)], dim=1)
+        if with_intercept:
+            rows = torch.cat([rows, rows.new_ones(len(rows), 1)], dim=1)
         gram += rows.T @ rows
         moment += rows.T @ target[start : start + _CHUNK].double()
-    current = torch.cat([conv.weight.flatten(1).T, _intercept(conv)[None]]).double()
-    ridge = torch.zeros(size, dtype=torch.float64)
-    ridge[:-1] = RIDGE * gram.diagonal()[:-1] + 1e-12  # the intercept is not held back
+    current = conv.weight.detach().flatten(1).T.cpu().double()
+    ridge = RIDGE * gram.diagonal() + 1e-12
+    if with_intercept:  # the intercept is not held back
+        current = torch.cat([current, current.new_zeros(1, current.shape[1])])
+        ridge[-1] = 0
     gram.diagonal().add_(ridge)
     solution = torch.linalg.solve(gram, moment + ridge[:, None] * current)
-    weight, intercept = solution[:-1].T.to(conv.weight.dtype), solution[-1].to(conv.weight.dtype)
-    conv.weight.copy_(weight.reshape(conv.weight.shape))
+    solution = solution.to(conv.weight.device, conv.weight.dtype)
+    conv.weight.copy_(solution[: conv.weight[0].numel()].T.reshape(conv.weight.shape))
+    intercept = solution[-1]
     if conv.bias is not None:
         conv.bias.copy_(intercept)
     elif isinstance(conv.bn, nn.BatchNorm2d):
         # BN((Wx + c) - mean) == BN(Wx - (mean - c))
-        conv.bn.running_mean.copy_(conv.bn.running_mean - intercept)
-
-
-def _intercept(conv: ConvBlock) -> Tensor:
-    """(out,) the constant a conv adds to its raw output: its bias, else 0."""
-    return conv.weight.new_zeros(conv.out_channels) if conv.bias is None else conv.bias.detach()
+        mean = conv.bn.running_mean if centre is None else centre.to(intercept)
+        conv.bn.running_mean.copy_(mean - intercept)
 
 
 def refit_paths(pruned: PoseNet, original: PoseNet) -> list[str]:
@@ -127,18 +138,22 @@ def reconstruct(
     original_convs = dict(original.named_modules())
     todo = refit_paths(pruned, original)
     targets: dict[str, Tensor] = {}  # path -> (B, out kept, L) the unpruned raw outputs
+    centres: dict[str, Tensor] = {}  # path -> its unpruned batch norm's running mean
     samples: dict[str, Tensor] = {}  # path -> the output positions its fit uses
 
     def record(path):
         def hook(conv, inputs):
-            target = _raw_output(conv, inputs[0])
-            if path in kept:
-                target = target[:, kept[path]]
+            if path in targets:
+                raise RuntimeError(f"{path} runs twice in one forward: the refit fits it once")
+            channels = kept.get(path, slice(None))
+            target = raw_output(conv, inputs[0])[:, channels]
             count = target.shape[2]
             if count > SAMPLES_PER_PICTURE:
                 samples[path] = torch.randperm(count, generator=generator)[:SAMPLES_PER_PICTURE]
-                target = target[:, :, samples[path]]
-            targets[path] = target
+                target = target[:, :, samples[path].to(target.device)]
+            targets[path] = target.cpu()
+            if conv.bias is None and isinstance(conv.bn, nn.BatchNorm2d):
+                centres[path] = conv.bn.running_mean[channels].cpu()
 
         return hook
 
@@ -146,9 +161,9 @@ def reconstruct(
         def hook(conv, inputs):
             # one picture at a time: unfolding a whole batch at full resolution would take
             # (channels x kernel area) times the input's memory
-            where = samples.get(path, slice(None))
-            values = torch.cat([_kernel_inputs(conv, x[None])[:, :, where] for x in inputs[0]])
-            refit_conv(conv, _rows(values), _rows(targets.pop(path)))
+            where = samples[path].to(inputs[0].device) if path in samples else slice(None)
+            values = torch.cat([kernel_inputs(conv, x[None])[:, :, where].cpu() for x in inputs[0]])
+            refit_conv(conv, as_rows(values), as_rows(targets.pop(path)), centres.get(path))
 
         return hook
 
@@ -158,18 +173,22 @@ def reconstruct(
     return todo
 
 
-def _rows(values: Tensor) -> Tensor:
-    """(B, C, L) -> (B * L, C)."""
+def as_rows(values: Tensor) -> Tensor:
+    """(B, C, L) -> (B * L, C): one row per picture and position."""
     return values.permute(0, 2, 1).reshape(-1, values.shape[1])
 
 
-def _run_hooked(model: nn.Module, pictures: Tensor, hooks: dict, modules: dict) -> None:
+def _run_hooked(
+    model: nn.Module, pictures: Tensor, hooks: dict[str, Callable], modules: dict[str, nn.Module]
+) -> None:
+    """One forward of ``pictures`` (moved to the model's device) with a forward pre-hook on
+    each module ``hooks`` names (path -> hook), removed afterwards."""
     handles = [modules[path].register_forward_pre_hook(hook) for path, hook in hooks.items()]
     try:
-        model(pictures)
+        model(pictures.to(next(model.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
 
 
-__all__ = ["reconstruct", "refit_conv", "refit_paths"]
+__all__ = ["as_rows", "kernel_inputs", "raw_output", "reconstruct", "refit_conv", "refit_paths"]

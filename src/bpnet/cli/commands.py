@@ -176,6 +176,7 @@ def export(commands) -> None:
     methods = ("percentile", "minmax", "entropy")
     add("--cal_method", choices=methods, default=methods[0], help="INT8 activation ranges")
     add("--reduce_range", action="store_true", help="7-bit INT8 weights")
+    add("--equalize", choices=("on", "off"), default="on", help="exact rewrite for INT8 scales")
     add("--sensitivity", choices=("auto", "off"), default="auto", help="keep fragile nodes FP32")
     add("--sensitivity_margin", type=float, default=10.0, metavar="DB", help="auto's FP32 margin")
     add("--keep_fp32", default="", metavar="NODE,...", help="ONNX nodes to keep in FP32")
@@ -184,9 +185,8 @@ def export(commands) -> None:
     add_key(add, "the ONNX models")
 
     actions = add_group(commands, "calibration", "INT8 calibration helpers")
-    sample = "copy N images with enough labelled people (TAO's helper)"
     target = "bpnet.export.calibration:calibration_sample_command"
-    add = add_command(actions, "sample", target, sample)
+    add = add_command(actions, "sample", target, "copy N images with enough labelled people")
     add("-a", "--annotations", type=Path, required=True, help="COCO keypoints JSON")
     add("-i", "--images", type=Path, required=True, help="the folder of its file_names")
     add("-o", "--out", type=Path, required=True, help="new or empty folder")

@@ -22,6 +22,7 @@ from bpnet.encryption import encrypt
 from bpnet.errors import BpnetError
 from bpnet.export import calibration as cal
 from bpnet.export.agreement import PoseAgreement
+from bpnet.export.equalize import prepare_for_int8
 from bpnet.export.int8 import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_METHOD,
@@ -71,6 +72,11 @@ class ExportOptions:
         sdk_input_dtype: the deployable model's input type (``uint8`` or ``float32``).
         cal_method: ``minmax``, ``entropy`` or ``percentile``.
         reduce_range: 7-bit INT8 weights (for CPUs that saturate; see docs/EXPORT.md).
+        equalize: ``on`` rewrites the FP32 graph before quantizing it, exactly, so that one
+            INT8 scale per tensor fits (stage-input concats split, channel ranges equalized:
+            :mod:`bpnet.export.equalize`); the INT8 model, its FP32 sibling, the calibration
+            cache and an INT8 engine are all made from the rewritten graph. ``off`` quantizes
+            the graph as exported.
         sensitivity: ``auto`` keeps in FP32 the nodes whose quantization alone costs the
             outputs more than ``sensitivity_margin`` dB of SQNR beyond the median node's, then
             whole blocks until the INT8 model's people agree with the FP32 model's
@@ -102,6 +108,7 @@ class ExportOptions:
     sdk_input_dtype: Literal["uint8", "float32"] = "uint8"
     cal_method: str = DEFAULT_CALIBRATION_METHOD
     reduce_range: bool = False
+    equalize: Literal["on", "off"] = "on"
     sensitivity: Literal["auto", "off"] = "auto"
     sensitivity_margin: float = DEFAULT_MARGIN_DB
     keep_fp32: tuple[str, ...] = ()
@@ -115,7 +122,8 @@ class ExportOptions:
 
     @property
     def fp32_sibling(self) -> Path:
-        """Where an INT8 export keeps the FP32 model its TensorRT cache belongs to."""
+        """Where an INT8 export keeps the FP32 model it was quantized from (and its TensorRT
+        cache belongs to)."""
         return self.output.with_suffix(".fp32" + self.output.suffix)
 
 
@@ -199,6 +207,10 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 f"({data.size[0]}x{data.size[1]}, {options.cal_method})"
             )
             progress = step_callback("calibration batch", "batch", say)
+            if options.equalize == "on":
+                # quantize (and calibrate, and build an INT8 engine from) an equivalent graph
+                # whose every tensor fits one INT8 scale
+                fp32 = _equalized(fp32, reader, say)
             ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=progress)
             write_cache(stage("cal_cache_file", options.cache_path), ranges, plan.trt_version)
             if options.sensitivity == "auto":
@@ -314,6 +326,17 @@ def export_command(
     return "\n".join(lines)
 
 
+def _equalized(fp32: Path, reader, say) -> Path:
+    """:func:`~bpnet.export.equalize.prepare_for_int8` on every calibration batch; the path of
+    the rewritten graph, beside ``fp32``."""
+    reader.rewind()
+    batches = list(iter(reader.get_next, None))
+    reader.rewind()
+    rewritten = fp32.with_name(f"{fp32.stem}.equalized.onnx")
+    say(prepare_for_int8(fp32, rewritten, batches).line())
+    return rewritten
+
+
 def _pose_agreement(
     fp32: Path, reader, io_: ModelIO, pose: PoseConfig, say
 ) -> PoseAgreement | None:
@@ -351,6 +374,7 @@ def parse_input_dims(text: str) -> tuple[int, int]:
 
 
 _INT8_ONLY = (
+    "equalize",
     "cal_image_dir",
     "cal_cache_file",
     "cal_data_file",

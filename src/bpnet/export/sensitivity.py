@@ -9,8 +9,10 @@ model:
 
 1. every *candidate* node (each node of a type ONNX Runtime quantizes: Conv, MatMul, Add,
    Concat, Resize, the normalisations, ...; not the Relu / Clip it folds away) is quantized
-   **alone** -- its inputs, weights and outputs, so a Conv runs as the integer kernel it will
-   run in deployment -- while the rest of the graph stays FP32;
+   **alone** -- its inputs, weights and outputs, with the Relu / Clip folded into it
+   (:func:`folded_activations`), so a Conv runs as the integer kernel it will run in
+   deployment and its output is quantized after the activation, as there -- while the rest
+   of the graph stays FP32;
 2. the model's outputs on a few calibration batches are compared with FP32 as an SQNR in
    which every output channel weighs the same (:func:`output_sqnr`);
 3. **rule**: a node stays FP32 (``nodes_to_exclude``) when its SQNR alone is an outlier,
@@ -263,8 +265,30 @@ def quantized_op_types() -> set[str]:
     it folds into the op before them."""
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    removable = {op for op, kind in QDQRegistry.items() if kind.__name__.endswith("Activation")}
-    return (set(QDQRegistry) | set(QLinearOpsRegistry)) - removable
+    return (set(QDQRegistry) | set(QLinearOpsRegistry)) - _folded_op_types()
+
+
+def _folded_op_types() -> set[str]:
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return {op for op, kind in QDQRegistry.items() if kind.__name__.endswith("Activation")}
+
+
+def folded_activations(model) -> dict[str, str]:
+    """Node name -> the activation (Relu, Clip) ONNX Runtime folds into it: the only reader
+    of its output. Quantized without it, a node's output is quantized before the activation,
+    over a range (a conv's negative values) that the deployed model never quantizes."""
+    folded = _folded_op_types()
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    pairs = {}
+    for node in model.graph.node:
+        after = readers.get(node.output[0], []) if node.output else []
+        if len(after) == 1 and after[0].op_type in folded and after[0].name:
+            pairs[node.name] = after[0].name
+    return pairs
 
 
 def candidate_layers(model) -> list[Layer]:
@@ -414,13 +438,21 @@ def find_sensitive_layers(
             f"{fp32_model}: some Conv/MatMul nodes have no name; name them first "
             "(bpnet.export.sensitivity.name_unnamed_nodes)"
         )
+    activations = folded_activations(model)
     inputs = _first_batches(reader, batches, str(fp32_model))
     reference = _run(fp32_model, inputs, threads)
     with staging_folder("bpnet-sensitivity-") as tmp:
         cache = Path(tmp) / "ranges.json"
         trial = Path(tmp) / "trial.onnx"
 
-        def quantized(**selection) -> Path:
+        def quantized(nodes_to_quantize=None, **selection) -> Path:
+            if nodes_to_quantize is not None:  # each with the activation folded into it
+                selection["nodes_to_quantize"] = [
+                    name
+                    for node in nodes_to_quantize
+                    for name in (node, activations.get(node))
+                    if name is not None
+                ]
             with _quiet():
                 quantize_int8(
                     fp32_model,
@@ -433,7 +465,7 @@ def find_sensitive_layers(
                 )
             return trial
 
-        def sqnr(**selection) -> float:
+        def sqnr(**selection) -> float:  # nodes_to_quantize / nodes_to_exclude
             return output_sqnr(
                 reference, _run(quantized(**selection), inputs, threads), channel_axis
             )

@@ -125,7 +125,9 @@ def split_concat_readers(
     """
     graph = _Graph(model)
     concats = [node for node in model.graph.node if _is_channel_concat(node)]
-    parts = sorted({name for node in concats for name in node.input} - set(graph.initializers))
+    graph_inputs = {i.name for i in model.graph.input}
+    parts = {name for node in concats for name in node.input}
+    parts = sorted(parts - set(graph.initializers) - graph_inputs)
     peaks = {
         name: float(peak.max()) for name, peak in _channel_peaks(model, parts, batches).items()
     }
@@ -145,7 +147,9 @@ def split_concat_readers(
             groups = _range_groups(list(node.input), peaks, ratio)
         if len(groups) < 2:
             continue
-        inputs = [_joined(graph, group, f"{node.name}/group{i}") for i, group in enumerate(groups)]
+        inputs = [
+            _joined(graph, group, node, f"{node.name}/group{i}") for i, group in enumerate(groups)
+        ]
         sizes = [sum(widths[name] for name in group) for group in groups]
         for reader in readers:
             made = _split_conv(graph, reader, inputs, sizes)
@@ -174,17 +178,18 @@ def _range_groups(names: list[str], peaks: dict[str, float], ratio: float) -> li
     return groups
 
 
-def _joined(graph: _Graph, names: list[str], node_name: str) -> str:
+def _joined(graph: _Graph, names: list[str], before, node_name: str) -> str:
     """The tensor that is ``names`` concatenated along the channels (the name itself when
-    there is one)."""
+    there is one), made by a new Concat just before the node ``before``, which reads them all."""
     from onnx import helper
 
     if len(names) == 1:
         return names[0]
     out = f"{node_name}/out"
     body = graph.model.graph.node
-    position = min(i for i, n in enumerate(body) if any(name in n.input for name in names))
-    body.insert(position, helper.make_node("Concat", names, [out], name=node_name, axis=1))
+    body.insert(
+        list(body).index(before), helper.make_node("Concat", names, [out], name=node_name, axis=1)
+    )
     return out
 
 
@@ -398,13 +403,14 @@ def _widths(model, tensors: list[str], batch: dict[str, np.ndarray]) -> dict[str
 def _channel_peaks(
     model, tensors: list[str], batches: Sequence[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
-    """Largest magnitude of every channel of ``tensors`` (NCHW) over ``batches``."""
+    """Largest magnitude of every channel (axis 1) of ``tensors`` over ``batches``."""
     peaks: dict[str, np.ndarray] = {}
     session = _session_with_outputs(model, tensors)
     for batch in batches:
         values = session.run(tensors, batch)
         for name, value in zip(tensors, values, strict=True):
-            peak = np.abs(value).max(axis=(0, 2, 3)).astype(np.float64)
+            others = tuple(axis for axis in range(value.ndim) if axis != 1)
+            peak = np.abs(value).max(axis=others).astype(np.float64)
             peaks[name] = np.maximum(peaks[name], peak) if name in peaks else peak
     return peaks
 

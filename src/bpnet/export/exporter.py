@@ -207,10 +207,15 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                 f"({data.size[0]}x{data.size[1]}, {options.cal_method})"
             )
             progress = step_callback("calibration batch", "batch", say)
+            reader.rewind()
+            batches = list(iter(reader.get_next, None))
+            reader.rewind()
             if options.equalize == "on":
                 # quantize (and calibrate, and build an INT8 engine from) an equivalent graph
                 # whose every tensor fits one INT8 scale
-                fp32 = _equalized(fp32, reader, say)
+                rewritten = fp32.with_name(f"{fp32.stem}.equalized.onnx")
+                say(prepare_for_int8(fp32, rewritten, batches).line())
+                fp32 = rewritten
             ranges = calibrate_ranges(fp32, reader, options.cal_method, progress=progress)
             write_cache(stage("cal_cache_file", options.cache_path), ranges, plan.trt_version)
             if options.sensitivity == "auto":
@@ -218,7 +223,7 @@ def run_export(options: ExportOptions, say: Callable[[str], None] = print) -> di
                     "INT8 sensitivity: quantizing each node alone (FP32 if its output SQNR is "
                     f"{options.sensitivity_margin:g} dB below the median node's), then each block"
                 )
-                agreement = _pose_agreement(fp32, reader, io_, trained.pose, say)
+                agreement = _pose_agreement(fp32, batches, io_, trained.pose, say)
                 floor = None
                 if agreement is not None:
                     low, high = ranges[io_.input_name]
@@ -326,25 +331,11 @@ def export_command(
     return "\n".join(lines)
 
 
-def _equalized(fp32: Path, reader, say) -> Path:
-    """:func:`~bpnet.export.equalize.prepare_for_int8` on every calibration batch; the path of
-    the rewritten graph, beside ``fp32``."""
-    reader.rewind()
-    batches = list(iter(reader.get_next, None))
-    reader.rewind()
-    rewritten = fp32.with_name(f"{fp32.stem}.equalized.onnx")
-    say(prepare_for_int8(fp32, rewritten, batches).line())
-    return rewritten
-
-
 def _pose_agreement(
-    fp32: Path, reader, io_: ModelIO, pose: PoseConfig, say
+    fp32: Path, inputs: list[dict], io_: ModelIO, pose: PoseConfig, say
 ) -> PoseAgreement | None:
     """The block pass's score: agreement with the FP32 model's people on every calibration
-    batch; None (no block pass) when the FP32 model finds nobody on them."""
-    reader.rewind()
-    inputs = list(iter(reader.get_next, None))
-    reader.rewind()
+    batch (``inputs``); None (no block pass) when the FP32 model finds nobody on them."""
     agreement = PoseAgreement(fp32, inputs, io_, pose)
     if agreement.num_people == 0:
         say(

@@ -225,3 +225,45 @@ def _outputs(path, reader) -> list[np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     reader.rewind()
     return [session.run(None, batch)[0] for batch in iter(reader.get_next, None)]
+
+
+class CancellingNet(nn.Module):
+    """conv -> 1x1 conv whose first filter is +-1000 on two equal channels (its output ~0: the
+    weights' size says nothing about the output's) -> 1x1 conv. One int8 scale for all of the
+    middle conv's weights rounds its other filters (~1) to zero; per filter, or in FP32, they
+    survive."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 1)
+        self.out = nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.conv.weight[1] = self.conv.weight[0]
+            self.conv.bias[1] = self.conv.bias[0]
+            self.mid.weight[0].zero_()
+            self.mid.weight[0, 0], self.mid.weight[0, 1] = 1000.0, -1000.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.mid(torch.relu(self.conv(x)))))
+
+
+def test_a_node_kept_fp32_between_int8_nodes_runs_fp32_in_bpnet_sessions(tmp_path):
+    """ONNX Runtime's WeightBiasQuantization would quantize the kept conv's weights itself,
+    one scale for all its filters; bpnet's sessions turn it off (make_session)."""
+    import onnxruntime as ort
+
+    from bpnet.inference.onnx_source import make_session
+
+    path, reader, ranges = exported(CancellingNet, tmp_path / "cancel.onnx")
+    mid = next(n.name for n in onnx.load(str(path)).graph.node if n.name.startswith("/mid/"))
+    quantized = tmp_path / "cancel.int8.onnx"
+    quantize_int8(path, quantized, ranges, reader, nodes_to_exclude=[mid])
+    reference = [[y] for y in _outputs(path, reader)]
+    reader.rewind()
+    batches = list(iter(reader.get_next, None))
+    plain = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    ours = make_session(quantized, 1)
+    sqnr_plain = output_sqnr(reference, [plain.run(None, b) for b in batches])
+    sqnr_ours = output_sqnr(reference, [ours.run(None, b) for b in batches])
+    assert sqnr_ours > sqnr_plain + 10

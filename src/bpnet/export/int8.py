@@ -29,9 +29,12 @@ from bpnet.inference.model_io import ModelIO, network_input
 from bpnet.io import staging_folder
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-# percentile (99.999%) kept the fixture-overfit model within 1 AP point of FP32 where minmax lost
-# 4.7 points (docs/BENCHMARKS.md, "Accuracy of every exported form")
-DEFAULT_CALIBRATION_METHOD = "percentile"
+# minmax: on the graph the export quantizes, whose channels are equalized (bpnet.export.equalize),
+# every channel reaches its tensor's largest values, which a percentile range clips; minmax gave
+# the higher AP in each of four comparisons (docs/BENCHMARKS.md, "Min-max ranges after the
+# rewrite"). Before the rewrite percentile was the default (the VGG fixture-overfit model: within
+# 1 point of FP32 where minmax lost 4.7, "Accuracy of every exported form").
+DEFAULT_CALIBRATION_METHOD = "minmax"
 
 
 class TensorfileReader:

@@ -281,7 +281,8 @@ class _Graph:
         return filters > 1 and groups == filters and inputs_per_filter == 1
 
     def splittable(self, conv, tensor: str) -> bool:
-        """``conv`` reads ``tensor`` as its data input and is dense or depthwise."""
+        """``conv`` reads ``tensor`` as its data input and is dense or depthwise: it can be
+        split by the parts of ``tensor``, or absorb a scale per channel of it."""
         if not self.is_conv(conv) or conv.input[0] != tensor:
             return False
         return _attribute(conv, "group", 1) == 1 or self.depthwise(conv)
@@ -316,9 +317,7 @@ class _Graph:
             readers = self.readers(tensor)
             if makers is None or not readers or tensor in self.outputs:
                 continue
-            if all(self.is_conv(r) and r.input[0] == tensor for r in readers) and all(
-                _attribute(r, "group", 1) == 1 or self.depthwise(r) for r in readers
-            ):
+            if all(self.splittable(r, tensor) for r in readers):
                 chains.append((makers, tensor, readers))
         return chains
 

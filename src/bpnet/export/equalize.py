@@ -128,10 +128,9 @@ def split_concat_readers(
     graph_inputs = {i.name for i in model.graph.input}
     parts = {name for node in concats for name in node.input}
     parts = sorted(parts - set(graph.initializers) - graph_inputs)
-    peaks = {
-        name: float(peak.max()) for name, peak in _channel_peaks(model, parts, batches).items()
-    }
-    widths = {name: int(width) for name, width in _widths(model, parts, batches[0]).items()}
+    channel_peaks = _channel_peaks(model, parts, batches)
+    peaks = {name: float(peak.max()) for name, peak in channel_peaks.items()}
+    widths = {name: len(peak) for name, peak in channel_peaks.items()}
     pending = [(node, None) for node in concats]
     split = convs = 0
     while pending:
@@ -392,13 +391,6 @@ def _attribute(node, name: str, default=None):
     return default
 
 
-def _widths(model, tensors: list[str], batch: dict[str, np.ndarray]) -> dict[str, int]:
-    """Channels of ``tensors``, from one run (shape inference cannot see through the dynamic
-    resize of a stride-16 branch)."""
-    values = _session_with_outputs(model, tensors).run(tensors, batch)
-    return {name: value.shape[1] for name, value in zip(tensors, values, strict=True)}
-
-
 def _channel_peaks(
     model, tensors: list[str], batches: Sequence[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
@@ -415,8 +407,11 @@ def _channel_peaks(
 
 
 def _session_with_outputs(model, tensors: list[str]):
+    """A session of ``model`` that also outputs ``tensors`` (shape inference cannot see
+    through the dynamic resize of a stride-16 branch, so channels are read off a run)."""
     import onnx
-    import onnxruntime as ort
+
+    from bpnet.inference.onnx_source import make_session
 
     extended = onnx.ModelProto()
     extended.CopyFrom(model)
@@ -424,17 +419,10 @@ def _session_with_outputs(model, tensors: list[str]):
         extended.graph.output.append(
             onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
         )
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        extended.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return make_session("the INT8 rewrite's graph", data=extended.SerializeToString())
 
 
 def _run(path: str | Path, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime as ort
+    from bpnet.inference.onnx_source import make_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, batch)
+    return make_session(path).run(None, batch)
